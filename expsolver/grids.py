@@ -1,0 +1,63 @@
+"""Time grids for diffusion samplers (the only grid implementation in the package).
+
+All grids are computed in float64 (numpy) whatever torch's default dtype, run from ``t_start`` down to
+``t_end``, and have their endpoints set exactly:
+
+* ``"logSNR"``: uniform in ``lam`` (DPM-Solver Sec. 3.3): ``lam_i = lam_start + i/N (lam_end - lam_start)``;
+* ``"time_uniform"``: uniform in ``t``;
+* ``"time_quadratic"``: uniform in ``sqrt(t)``, i.e. ``t_i = (sqrt(t_start) + i/N (sqrt(t_end) - sqrt(t_start)))^2``;
+* ``"karras"``: uniform in ``s^(1/rho)`` for the VE noise level ``s = sigma/alpha = e^{-lam}`` (EDM, Karras et
+  al. 2022, eq. (5); ``rho = 7``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_choice, check_int
+
+__all__ = ["SKIP_TYPES", "time_grid", "check_grid"]
+
+SKIP_TYPES = ("logSNR", "time_uniform", "time_quadratic", "karras")
+_KARRAS_RHO = 7.0
+
+
+def time_grid(schedule, skip_type: str, t_start: float, t_end: float, n_steps: int) -> np.ndarray:
+    """``n_steps + 1`` strictly decreasing float64 times from ``t_start`` to ``t_end``."""
+    check_choice(skip_type, "skip_type", SKIP_TYPES)
+    check_int(n_steps, "n_steps", minimum=1)
+    i = np.linspace(0.0, 1.0, n_steps + 1)
+    if skip_type == "time_uniform":
+        ts = t_start + i * (t_end - t_start)
+    elif skip_type == "time_quadratic":
+        ts = (np.sqrt(t_start) + i * (np.sqrt(t_end) - np.sqrt(t_start))) ** 2
+    else:
+        lam_start, lam_end = schedule.lams_of([t_start, t_end])
+        if skip_type == "logSNR":
+            lams = lam_start + i * (lam_end - lam_start)
+        else:
+            s_max, s_min = np.exp(-lam_start), np.exp(-lam_end)
+            lams = -_KARRAS_RHO * np.log(s_max ** (1 / _KARRAS_RHO) + i * (s_min ** (1 / _KARRAS_RHO) - s_max ** (1 / _KARRAS_RHO)))
+        ts = np.array([schedule.lam_inverse_float(float(v)) for v in lams])
+    ts[0], ts[-1] = t_start, t_end
+    return ts
+
+
+def check_grid(schedule, timesteps, name: str = "timesteps") -> np.ndarray:
+    """Validate an explicit grid: 1-D, at least 2 finite times inside the schedule's range, strictly decreasing,
+    with every ``lam`` step > 0 in float64. Returns a float64 numpy copy."""
+    try:
+        ts = np.asarray(timesteps.detach().cpu().numpy() if hasattr(timesteps, "detach") else timesteps,
+                        dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of times, got {type(timesteps).__name__}") from exc
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {ts.shape}")
+    for k, t in enumerate(ts):
+        schedule.check_time(float(t), f"{name}[{k}]")
+    if np.any(np.diff(ts) >= 0):
+        k = int(np.argmax(np.diff(ts) >= 0))
+        raise ValueError(f"{name} must be strictly decreasing; {name}[{k}]={ts[k]!r} <= {name}[{k + 1}]={ts[k + 1]!r}")
+    if np.any(np.diff(schedule.lams_of(ts)) <= 0):
+        raise ValueError(f"{name} has collapsed points: some lambda steps are <= 0 in float64")
+    return ts

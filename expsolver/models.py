@@ -1,0 +1,96 @@
+"""The model wrapper: the only place that calls the network, and the only NFE counter.
+
+A diffusion network predicts one of several equivalent quantities; with ``x = alpha x0 + sigma eps`` they convert
+into each other exactly (DPM-Solver App. D.2, the official ``model_wrapper``):
+
+    noise     eps                                     (model_type="noise")
+    x_start   x0     -> eps = (x - alpha x0) / sigma  (model_type="x_start")
+    v         v = alpha eps - sigma x0 -> eps = alpha v + sigma x, x0 = alpha x - sigma v   (model_type="v")
+    score     s = grad log q_t -> eps = -sigma s      (model_type="score")
+
+and the data prediction used by DPM-Solver++ is ``x0 = (x - sigma eps) / alpha``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._validation import check_choice
+from .schedules import VPDiscrete, VPSchedule
+
+__all__ = ["ModelWrapper", "ModelOutputError", "MODEL_TYPES", "TIME_INPUTS"]
+
+MODEL_TYPES = ("noise", "x_start", "v", "score")
+TIME_INPUTS = ("continuous", "discrete")
+
+
+class ModelOutputError(ValueError):
+    """The model returned a tensor of the wrong shape, or non-finite values."""
+
+
+class ModelWrapper:
+    """Wrap ``model(x, t)`` into noise and data predictions at a scalar time, counting every call.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t_input) -> tensor`` with ``x`` of shape ``(batch, *dims)`` and ``t_input`` of shape ``(batch,)``
+        in the dtype and device of ``x``.
+    schedule : VPSchedule
+    model_type : {"noise", "x_start", "v", "score"}
+    time_input : {"continuous", "discrete"}
+        "continuous" passes ``t``; "discrete" passes ``1000 (t - 1/N)`` (a model trained on N discrete steps,
+        as the official implementation does; needs a :class:`VPDiscrete` schedule).
+    check_finite : bool
+        Raise :class:`ModelOutputError` naming the step and time when the model returns NaN or Inf.
+    """
+
+    def __init__(self, model: Callable, schedule: VPSchedule, model_type: str = "noise",
+                 time_input: str = "continuous", check_finite: bool = True):
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
+        if not isinstance(schedule, VPSchedule):
+            raise TypeError(f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}")
+        self.model = model
+        self.schedule = schedule
+        self.model_type = check_choice(model_type, "model_type", MODEL_TYPES)
+        self.time_input = check_choice(time_input, "time_input", TIME_INPUTS)
+        if time_input == "discrete" and not isinstance(schedule, VPDiscrete):
+            raise ValueError("time_input='discrete' needs a VPDiscrete schedule")
+        self.check_finite = bool(check_finite)
+        self.nfe = 0
+        self.step_index: int | None = None
+
+    def _call(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        t_in = t if self.time_input == "continuous" else 1000.0 * (t - 1.0 / self.schedule.total_N)
+        t_batch = torch.full((x.shape[0],), t_in, dtype=x.dtype, device=x.device)
+        out = self.model(x, t_batch)
+        self.nfe += 1
+        where = f"at t={t:.6g}" + ("" if self.step_index is None else f" (step {self.step_index})")
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelOutputError(f"model output {where} has shape {shape}, expected {tuple(x.shape)}")
+        if self.check_finite and not bool(torch.isfinite(out.sum())):
+            raise ModelOutputError(f"model output {where} contains NaN or Inf")
+        return out
+
+    def eps(self, x: torch.Tensor, t: float, alpha: float, sigma: float) -> torch.Tensor:
+        """Noise prediction at scalar time ``t`` (``alpha``, ``sigma`` are the schedule's values there)."""
+        out = self._call(x, t)
+        if self.model_type == "noise":
+            return out
+        if self.model_type == "x_start":
+            return (x - alpha * out) / sigma
+        if self.model_type == "v":
+            return alpha * out + sigma * x
+        return -sigma * out
+
+    def data(self, x: torch.Tensor, t: float, alpha: float, sigma: float) -> torch.Tensor:
+        """Data (x0) prediction ``(x - sigma eps) / alpha`` at scalar time ``t``."""
+        if self.model_type == "x_start":
+            return self._call(x, t)
+        if self.model_type == "v":
+            return alpha * x - sigma * self._call(x, t)
+        return (x - sigma * self.eps(x, t, alpha, sigma)) / alpha

@@ -1,0 +1,320 @@
+"""The driver: one function runs every sampler.
+
+``sample()`` is the front door. It validates the options (names and meanings of the official DPM-Solver
+implementation), maps them once to a problem (noise or data form), a step rule and a plan (the time grid and
+the order of every step), runs the loop, counts model calls and keeps intermediate states.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._validation import (check_bool, check_choice, check_int, check_positive_float, check_state,
+                          reject_unknown_kwargs)
+from .grids import SKIP_TYPES, check_grid, time_grid
+from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
+from .problems import DiffusionODE
+from .schedules import VPDiscrete, VPSchedule
+from .solvers.base import Step
+from .solvers.dpm_solver import (SOLVER_TYPES, DPMSolverMultistep, DPMSolverSinglestep,
+                                 singlestep_fast_orders)
+
+__all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "COMPAT_MODES", "default_t_end",
+           "plan_steps", "NonFiniteStateError"]
+
+METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive")
+ALGORITHM_TYPES = ("dpmsolver", "dpmsolver++")
+COMPAT_MODES = (None, "official")
+_PREDICTION = {"dpmsolver": "noise", "dpmsolver++": "data"}
+_MAX_ORDER = {"singlestep": 3, "singlestep_fixed": 3, "adaptive": 3, "multistep": 4}
+# Official DPM-Solver applies lower_order_final only below this many steps (its docstring says 15).
+_OFFICIAL_LOWER_ORDER_FINAL_STEPS = 10
+
+
+class NonFiniteStateError(ValueError):
+    """The state became NaN or Inf during sampling."""
+
+
+@dataclass
+class SampleResult:
+    """Result of :func:`sample`.
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        Final state, shape ``(batch, *dims)``.
+    nfe : int
+        Model calls actually made (rejected adaptive steps and ``denoise_to_zero`` included).
+    timesteps : numpy.ndarray
+        The outer time grid actually used (float64), from ``t_start`` to ``t_end``.
+    orders : list of int
+        The order of every step.
+    intermediates : list of torch.Tensor or None
+        States at every grid time (``return_intermediates=True``), the initial state first.
+    n_rejected : int
+        Rejected steps (adaptive only).
+    options : dict
+        The resolved options.
+    """
+
+    x: torch.Tensor
+    nfe: int
+    timesteps: np.ndarray
+    orders: list
+    intermediates: list | None = None
+    n_rejected: int = 0
+    options: dict = field(default_factory=dict)
+
+
+def default_t_end(schedule: VPSchedule) -> float:
+    """``1/N`` for a discrete schedule, ``1e-3`` otherwise (the official defaults)."""
+    return schedule.t_min if isinstance(schedule, VPDiscrete) else 1e-3
+
+
+def plan_steps(method: str, schedule, steps: int, order: int, skip_type: str, t_start: float, t_end: float,
+               lower_order_final: bool, compat, timesteps=None) -> list[Step]:
+    """The list of steps (times, order, intermediate ratios) a fixed-grid method takes.
+
+    * ``multistep``: ``steps`` steps; the first ``order - 1`` are warm-up steps of increasing order and, with
+      ``lower_order_final``, the last ones drop to ``min(order, steps - i)`` (official: only if steps < 10);
+    * ``singlestep`` (DPM-Solver-fast): orders from :func:`singlestep_fast_orders`, summing to ``steps``; the outer
+      grid is ``skip_type`` with as many points as steps (``logSNR``) or every ``order``-th point of the
+      ``steps``-point grid (other types);
+    * ``singlestep_fixed``: ``steps // order`` steps of order ``order``.
+    Singlestep intermediate ratios ``r`` come from an inner ``skip_type`` grid of each outer step, as in the
+    official code (so ``time_uniform`` places ``s1`` uniformly in t, not in lambda).
+    """
+    if timesteps is not None:
+        n = len(timesteps) - 1
+        if method == "multistep":
+            return _multistep_plan(timesteps, order, lower_order_final, compat)
+        return [Step(i, float(timesteps[i]), float(timesteps[i + 1]), order) for i in range(n)]
+    if method == "multistep":
+        return _multistep_plan(_grid(schedule, skip_type, t_start, t_end, steps, compat), order,
+                               lower_order_final, compat)
+    if method == "singlestep":
+        orders = singlestep_fast_orders(steps, order)
+        if skip_type == "logSNR":
+            outer = _grid(schedule, skip_type, t_start, t_end, len(orders), compat)
+        else:
+            outer = _grid(schedule, skip_type, t_start, t_end, steps, compat)[np.cumsum([0] + orders)]
+    else:
+        orders = [order] * (steps // order)
+        outer = _grid(schedule, skip_type, t_start, t_end, len(orders), compat)
+    plan = []
+    for i, k in enumerate(orders):
+        s, t = float(outer[i]), float(outer[i + 1])
+        r = ()
+        if k > 1:
+            lams = schedule.lams_of(_grid(schedule, skip_type, s, t, k, compat))
+            r = tuple(float((lams[j] - lams[0]) / (lams[-1] - lams[0])) for j in range(1, k))
+        plan.append(Step(i, s, t, k, r))
+    return plan
+
+
+def _grid(schedule, skip_type, t_start, t_end, n, compat):
+    ts = time_grid(schedule, skip_type, t_start, t_end, n)
+    if compat == "official":
+        # The official code builds its grid in torch's default dtype (float32 unless changed).
+        ts = torch.tensor(ts, dtype=torch.get_default_dtype()).to(torch.float64).numpy()
+    return ts
+
+
+def _multistep_plan(ts, order, lower_order_final, compat):
+    n = len(ts) - 1
+    apply_final = lower_order_final and (compat != "official" or n < _OFFICIAL_LOWER_ORDER_FINAL_STEPS)
+    orders = [min(order, i + 1, n - i if apply_final else order) for i in range(n)]
+    return [Step(i, float(ts[i]), float(ts[i + 1]), orders[i]) for i in range(n)]
+
+
+def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, method="multistep",
+           skip_type="time_uniform", algorithm_type="dpmsolver++", solver_type="dpmsolver",
+           lower_order_final=True, denoise_to_zero=False, atol=0.0078, rtol=0.05, timesteps=None, compat=None,
+           model_type="noise", time_input="continuous", return_intermediates=False, check_finite=True,
+           h_init=0.05, theta=0.9, t_err=1e-5, **kwargs) -> SampleResult:
+    """Sample by solving the diffusion ODE from ``t_start`` to ``t_end`` with a DPM-Solver.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)``, ``t`` of shape ``(batch,)``, returning the prediction named by ``model_type``.
+    schedule : VPSchedule
+    x : torch.Tensor
+        Initial state at ``t_start``, shape ``(batch, *dims)``, float32 or float64, any device.
+    steps : int
+        NFE budget (``multistep``, ``singlestep``) or ``order * (number of steps)`` (``singlestep_fixed``).
+    t_start, t_end : float
+        Default ``schedule.T`` and :func:`default_t_end`; ``0 < t_end < t_start``.
+    order : int
+        1-3 (multistep: 1-4 unless ``compat="official"``).
+    method : {"multistep", "singlestep", "singlestep_fixed", "adaptive"}
+    skip_type : {"time_uniform", "logSNR", "time_quadratic", "karras"}
+    algorithm_type : {"dpmsolver++", "dpmsolver"}
+        Data prediction (DPM-Solver++) or noise prediction (DPM-Solver).
+    solver_type : {"dpmsolver", "taylor"}
+    lower_order_final : bool
+        Lower the order of the last multistep steps. Unlike the official code (only when ``steps < 10``) this
+        applies at every ``steps`` unless ``compat="official"``.
+    denoise_to_zero : bool
+        Finish with one data prediction at ``t_end`` (one more NFE).
+    atol, rtol, h_init, theta, t_err : float
+        Adaptive step control (DPM-Solver Sec. 3.3 / App. C; official defaults).
+    timesteps : sequence of float, optional
+        Explicit strictly decreasing grid from ``t_start`` to ``t_end`` (overrides ``steps`` and ``skip_type``).
+    compat : {None, "official"}
+        ``"official"`` reproduces the official implementation's numbers (its third-order multistep update, its
+        ``lower_order_final`` threshold, its grid in torch's default dtype, its float32 rounding of the adaptive step-size factor).
+    model_type : {"noise", "x_start", "v", "score"}
+    time_input : {"continuous", "discrete"}
+    return_intermediates : bool
+    check_finite : bool
+        Raise a ``ValueError`` naming the step and time when the model output or the state is NaN or Inf.
+
+    Returns
+    -------
+    SampleResult
+    """
+    reject_unknown_kwargs(kwargs, "sample")
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
+    check_state(x, "x")
+    method = check_choice(method, "method", METHODS)
+    algorithm_type = check_choice(algorithm_type, "algorithm_type", ALGORITHM_TYPES)
+    solver_type = check_choice(solver_type, "solver_type", SOLVER_TYPES)
+    skip_type = check_choice(skip_type, "skip_type", SKIP_TYPES)
+    compat = check_choice(compat, "compat", COMPAT_MODES)
+    check_choice(model_type, "model_type", MODEL_TYPES)
+    check_choice(time_input, "time_input", TIME_INPUTS)
+    max_order = 3 if compat == "official" else _MAX_ORDER[method]
+    order = check_int(order, "order", minimum=1, maximum=max_order)
+    if method == "adaptive" and order not in (2, 3):
+        raise ValueError(f"order must be 2 or 3 for method='adaptive' (DPM-Solver-12/23), got {order}")
+    lower_order_final = check_bool(lower_order_final, "lower_order_final")
+    denoise_to_zero = check_bool(denoise_to_zero, "denoise_to_zero")
+    return_intermediates = check_bool(return_intermediates, "return_intermediates")
+    check_finite = check_bool(check_finite, "check_finite")
+    atol, rtol = check_positive_float(atol, "atol"), check_positive_float(rtol, "rtol")
+    h_init, theta, t_err = (check_positive_float(h_init, "h_init"), check_positive_float(theta, "theta"),
+                            check_positive_float(t_err, "t_err"))
+
+    if timesteps is not None:
+        if method == "adaptive":
+            raise ValueError("timesteps cannot be given with method='adaptive' (it chooses its own steps)")
+        timesteps = check_grid(schedule, timesteps)
+        for name, given, value in (("t_start", t_start, timesteps[0]), ("t_end", t_end, timesteps[-1])):
+            if given is not None and abs(float(given) - value) > 1e-12 * max(1.0, abs(value)):
+                raise ValueError(f"{name}={given!r} does not match timesteps ({value!r})")
+        t_start, t_end = float(timesteps[0]), float(timesteps[-1])
+        steps = len(timesteps) - 1
+    t_start = schedule.T if t_start is None else schedule.check_time(t_start, "t_start")
+    t_end = default_t_end(schedule) if t_end is None else schedule.check_time(t_end, "t_end")
+    if not t_end < t_start:
+        raise ValueError(f"t_end must be in (0, t_start={t_start!r}), got t_end={t_end!r}")
+    steps = check_int(steps, "steps", minimum=1)
+    if method in ("multistep", "singlestep_fixed") and steps < order:
+        raise ValueError(f"steps must be >= order for method={method!r}; got steps={steps}, order={order}")
+
+    wrapper = ModelWrapper(model, schedule, model_type=model_type, time_input=time_input, check_finite=check_finite)
+    problem = DiffusionODE(schedule, wrapper, _PREDICTION[algorithm_type])
+    options = dict(steps=steps, t_start=t_start, t_end=t_end, order=order, method=method, skip_type=skip_type,
+                   algorithm_type=algorithm_type, solver_type=solver_type, lower_order_final=lower_order_final,
+                   denoise_to_zero=denoise_to_zero, compat=compat, model_type=model_type)
+    intermediates = [x] if return_intermediates else None
+    n_rejected = 0
+    with torch.no_grad():
+        if method == "adaptive":
+            options.update(atol=atol, rtol=rtol, h_init=h_init, theta=theta, t_err=t_err)
+            x, ts, orders, n_rejected = _integrate_adaptive(problem, x, order, solver_type, t_start, t_end, atol,
+                                                            rtol, h_init, theta, t_err, compat, check_finite,
+                                                            intermediates)
+        else:
+            plan = plan_steps(method, schedule, steps, order, skip_type, t_start, t_end, lower_order_final, compat,
+                              timesteps)
+            rule = (DPMSolverMultistep(order, solver_type, "official" if compat == "official" else "corrected")
+                    if method == "multistep" else DPMSolverSinglestep(order, solver_type))
+            x = integrate(problem, rule, plan, x, check_finite, intermediates)
+            ts = np.array([plan[0].s] + [st.t for st in plan])
+            orders = [st.order for st in plan]
+        if denoise_to_zero:
+            wrapper.step_index = None
+            _, _, alpha, sigma = problem.point(t_end)
+            x = wrapper.data(x, t_end, alpha, sigma)
+            if intermediates is not None:
+                intermediates.append(x)
+    return SampleResult(x=x, nfe=wrapper.nfe, timesteps=ts, orders=orders, intermediates=intermediates,
+                        n_rejected=n_rejected, options=options)
+
+
+def integrate(problem, rule, plan, x, check_finite=True, intermediates=None):
+    """Run ``rule`` over ``plan`` (a list of :class:`Step`) from state ``x``: the loop every fixed-grid method
+    shares. Appends each new state to ``intermediates`` when it is a list."""
+    state = rule.init(problem, x)
+    model = getattr(problem, "model", None)
+    for st in plan:
+        if model is not None:
+            model.step_index = st.index
+        x = rule.step(problem, x, st, state)
+        if check_finite:
+            _check_state(x, st.index, st.t)
+        if intermediates is not None:
+            intermediates.append(x)
+    return x
+
+
+def _check_state(x, index, t):
+    if not bool(torch.isfinite(x.sum())):
+        raise NonFiniteStateError(f"the state became NaN or Inf at step {index} (t={t:.6g})")
+
+
+def _integrate_adaptive(problem, x, order, solver_type, t_start, t_end, atol, rtol, h_init, theta, t_err, compat,
+                        check_finite, intermediates, max_steps=100_000):
+    """Adaptive DPM-Solver-12 / -23 (Lu et al. 2022a, Alg. 4 and App. C).
+
+    Embedded pair sharing model calls: order 2 pairs DPM-Solver-1 with DPM-Solver-2 (``r1 = 1/2``); order 3 pairs
+    DPM-Solver-2 (``r1 = 1/3``) with DPM-Solver-3 (``r1 = 1/3, r2 = 2/3``). With
+    ``delta = max(atol, rtol max(|x_low|, |x_prev|))`` the error is ``E = max_batch RMS((x_high - x_low)/delta)``;
+    the step is accepted if ``E <= 1`` and ``h <- min(theta h E^{-1/order}, lam_end - lam_s)``. The whole batch
+    shares one step size, as in the paper and the official code.
+    """
+    lower = DPMSolverSinglestep(order - 1, solver_type)
+    higher = DPMSolverSinglestep(order, solver_type)
+    r_low = () if order == 2 else (1.0 / 3.0,)
+    r_high = (0.5,) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
+    s, lam_s, lam_end = t_start, problem.rho(t_start), problem.rho(t_end)
+    h, x_prev = h_init, x
+    ts, orders, n_rejected = [t_start], [], 0
+    for index in range(max_steps):
+        if abs(s - t_end) <= t_err:
+            break
+        problem.model.step_index = index
+        t = problem.t_of_rho(lam_s + h)
+        cache = {}
+        x_low = lower.step(problem, x, Step(index, s, t, order - 1, r_low), cache=cache)
+        x_high = higher.step(problem, x, Step(index, s, t, order, r_high), cache=cache)
+        delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
+        ratio = ((x_high - x_low) / delta).reshape(x.shape[0], -1)
+        err = float(torch.sqrt(torch.mean(ratio * ratio, dim=1)).max())
+        if not math.isfinite(err):
+            raise NonFiniteStateError(f"adaptive step {index} at t={s:.6g} produced a non-finite error estimate")
+        if err <= 1.0:
+            x, x_prev, s = x_high, x_low, t
+            lam_s = problem.rho(s)
+            ts.append(t)
+            orders.append(order)
+            if check_finite:
+                _check_state(x, index, t)
+            if intermediates is not None:
+                intermediates.append(x)
+        else:
+            n_rejected += 1
+        factor = err ** (-1.0 / order) if err > 0 else math.inf
+        if compat == "official":
+            factor = float(np.float32(factor))  # the official code rounds E^(-1/order) to float32
+        h = min(theta * h * factor, lam_end - lam_s)
+    else:
+        raise RuntimeError(f"adaptive solver did not reach t_end={t_end} in {max_steps} steps")
+    return x, np.array(ts), orders, n_rejected

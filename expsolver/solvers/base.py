@@ -1,0 +1,75 @@
+"""What every step rule is: a declared order, an NFE count per step, a history state and one step.
+
+The driver (:mod:`expsolver.sample`) owns the loop, the grid and the NFE accounting; a rule only maps the state
+at ``s`` to the state at ``t`` (diffrax ``AbstractSolver.step``, SciPy ``OdeSolver._step_impl``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Step", "StepRule", "taylor_weights", "polynomial_terms"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan: from time ``s`` to ``t`` with the given order; ``r`` holds the intermediate
+    positions ``(rho_{s_i} - rho_s) / h`` of a singlestep method (empty when the rule's defaults apply)."""
+
+    index: int
+    s: float
+    t: float
+    order: int
+    r: tuple = field(default=())
+
+
+class StepRule:
+    """Base class of a step rule.
+
+    Attributes
+    ----------
+    order : int
+        The declared (global) order of a full-order step; lower-order steps are requested through ``Step.order``.
+    """
+
+    order: int = 1
+    name: str = "step rule"
+
+    def nfe(self, order: int) -> int:
+        """Model evaluations made by one step of the given order."""
+        raise NotImplementedError
+
+    def init(self, problem, x: torch.Tensor):
+        """A fresh history state for a new trajectory."""
+        return None
+
+    def step(self, problem, x: torch.Tensor, step: Step, state) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return self.name
+
+
+def taylor_weights(nodes) -> np.ndarray:
+    """Weights ``W`` with ``h^j N^{(j)}(rho_0) ~ sum_i W[j, i] N(rho_0 + nodes[i] h)`` for ``j < k = len(nodes)``.
+
+    Exact when ``N`` is a polynomial of degree ``< k`` in ``rho``: ``W`` is the inverse of the scaled
+    Vandermonde matrix ``V[i, j] = nodes[i]^j / j!`` (float64). The first node is the expansion point, 0.
+    """
+    nodes = np.asarray(nodes, dtype=np.float64)
+    k = nodes.shape[0]
+    V = np.array([[u**j / math.factorial(j) for j in range(k)] for u in nodes])
+    return np.linalg.inv(V)
+
+
+def polynomial_terms(integrals, h: float, nodes, values) -> list:
+    """Terms ``[(w_i, N_i)]`` of ``sum_j I_j N^{(j)}``, the exact integral of the polynomial through
+    ``(nodes[i] h, values[i])`` (``integrals[j] = I_j`` from :meth:`StepCoefficients.integrals`)."""
+    W = taylor_weights(nodes)
+    k = len(nodes)
+    weights = [sum(integrals[j] / h**j * float(W[j, i]) for j in range(k)) for i in range(k)]
+    return list(zip(weights, values))
