@@ -1,5 +1,26 @@
-"""expsolver: exponential integrators for diffusion ODEs, verified on exact Gaussian-mixture targets."""
+"""expsolver: exponential integrators for diffusion ODEs, verified on exact Gaussian-mixture targets.
 
+Public surface: noise schedules (:class:`VPLinear`, :class:`VPCosine`, :class:`VPDiscrete`), analytic targets
+(:class:`GaussianMixture`), the sampler front door :func:`sample`, reference solutions :func:`reference_solve`,
+the semi-linear problem layer and the registry of named solver configurations.
+"""
+
+from .gmm import GaussianMixture
+from .grids import SKIP_TYPES, check_grid, time_grid
+from .models import ModelWrapper
+from .phi import phi, phis
+from .problems import BernoulliETDProblem, DiffusionODE, SemiLinearProblem, StepCoefficients
+from .reference import ReferenceResult, reference_solve
+from .sample import SampleResult, integrate, sample
 from .schedules import VPCosine, VPDiscrete, VPLinear, VPSchedule
+from .solvers import REGISTRY, SolverConfig
 
-__all__ = ["VPSchedule", "VPLinear", "VPCosine", "VPDiscrete"]
+__all__ = [
+    "VPSchedule", "VPLinear", "VPCosine", "VPDiscrete",
+    "GaussianMixture",
+    "sample", "SampleResult", "integrate",
+    "reference_solve", "ReferenceResult",
+    "ModelWrapper", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "StepCoefficients",
+    "phi", "phis", "time_grid", "check_grid", "SKIP_TYPES",
+    "REGISTRY", "SolverConfig",
+]
