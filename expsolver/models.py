@@ -68,13 +68,17 @@ class ModelWrapper:
         t_batch = torch.full((x.shape[0],), t_in, dtype=x.dtype, device=x.device)
         out = self.model(x, t_batch)
         self.nfe += 1
-        where = f"at t={t:.6g}" + ("" if self.step_index is None else f" (step {self.step_index})")
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ModelOutputError(f"model output {where} has shape {shape}, expected {tuple(x.shape)}")
-        if self.check_finite and not bool(torch.isfinite(out.sum())):
-            raise ModelOutputError(f"model output {where} contains NaN or Inf")
+            raise ModelOutputError(f"model output {self._where(t)} has shape {shape}, expected {tuple(x.shape)}")
+        # One reduction and one host sync per call: a NaN or Inf anywhere makes the sum non-finite; a finite
+        # tensor whose sum overflows is told apart by the exact (slower) check, run only then.
+        if self.check_finite and not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):
+            raise ModelOutputError(f"model output {self._where(t)} contains NaN or Inf")
         return out
+
+    def _where(self, t: float) -> str:
+        return f"at t={t:.6g}" + ("" if self.step_index is None else f" (step {self.step_index})")
 
     def eps(self, x: torch.Tensor, t: float, alpha: float, sigma: float) -> torch.Tensor:
         """Noise prediction at scalar time ``t`` (``alpha``, ``sigma`` are the schedule's values there)."""
@@ -93,4 +97,9 @@ class ModelWrapper:
             return self._call(x, t)
         if self.model_type == "v":
             return alpha * x - sigma * self._call(x, t)
-        return (x - sigma * self.eps(x, t, alpha, sigma)) / alpha
+        eps = self.eps(x, t, alpha, sigma)
+        if eps.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or eps.requires_grad)):
+            return (x - sigma * eps) / alpha
+        # The same operations with one temporary instead of three (the model's output is never modified).
+        out = eps * sigma
+        return torch.sub(x, out, out=out).div_(alpha)

@@ -20,17 +20,24 @@ from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
 from .problems import DiffusionODE
 from .schedules import VPDiscrete, VPSchedule
 from .solvers.base import Step
+from .solvers.deis import DEIS_MAX_ORDER, DEISMultistep
 from .solvers.dpm_solver import (SOLVER_TYPES, DPMSolverMultistep, DPMSolverSinglestep,
                                  singlestep_fast_orders)
+from .solvers.unipc import UNIPC_MAX_ORDER, UNIPC_VARIANTS, UniPC
+from .brownian import noise_source
+from .solvers.sde import SDE_ALGORITHM_TYPES, SDE_MAX_ORDER, ReverseDiffusionSDE, SDEDPMSolverMultistep
 
 __all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "COMPAT_MODES", "default_t_end",
            "plan_steps", "NonFiniteStateError"]
 
-METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive")
-ALGORITHM_TYPES = ("dpmsolver", "dpmsolver++")
+METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive", "unipc", "deis")
+ALGORITHM_TYPES = ("dpmsolver", "dpmsolver++") + tuple(SDE_ALGORITHM_TYPES)  # SDE: expsolver.solvers.sde
 COMPAT_MODES = (None, "official")
-_PREDICTION = {"dpmsolver": "noise", "dpmsolver++": "data"}
-_MAX_ORDER = {"singlestep": 3, "singlestep_fixed": 3, "adaptive": 3, "multistep": 4}
+_PREDICTION = {"dpmsolver": "noise", "dpmsolver++": "data", **SDE_ALGORITHM_TYPES}
+_MAX_ORDER = {"singlestep": 3, "singlestep_fixed": 3, "adaptive": 3, "multistep": 4, "unipc": UNIPC_MAX_ORDER,
+              "deis": DEIS_MAX_ORDER}
+# Methods that take one step per grid interval with a multistep plan (warm-up, lower_order_final).
+_MULTISTEP_PLAN = ("multistep", "unipc", "deis")
 # Official DPM-Solver applies lower_order_final only below this many steps (its docstring says 15).
 _OFFICIAL_LOWER_ORDER_FINAL_STEPS = 10
 
@@ -135,7 +142,8 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
            skip_type="time_uniform", algorithm_type="dpmsolver++", solver_type="dpmsolver",
            lower_order_final=True, denoise_to_zero=False, atol=0.0078, rtol=0.05, timesteps=None, compat=None,
            model_type="noise", time_input="continuous", return_intermediates=False, check_finite=True,
-           h_init=0.05, theta=0.9, t_err=1e-5, **kwargs) -> SampleResult:
+           h_init=0.05, theta=0.9, t_err=1e-5, variant=None, use_corrector=None, generator=None, noise=None,
+           **kwargs) -> SampleResult:
     """Sample by solving the diffusion ODE from ``t_start`` to ``t_end`` with a DPM-Solver.
 
     Parameters
@@ -151,10 +159,14 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
         Default ``schedule.T`` and :func:`default_t_end`; ``0 < t_end < t_start``.
     order : int
         1-3 (multistep: 1-4 unless ``compat="official"``).
-    method : {"multistep", "singlestep", "singlestep_fixed", "adaptive"}
+    method : {"multistep", "singlestep", "singlestep_fixed", "adaptive", "unipc", "deis"}
+        ``"unipc"``: UniPC (Zhao et al. 2023), predictor order ``order``, one NFE per step; ``"deis"``: DEIS tAB
+        (Zhang & Chen 2023) with ``order`` interpolation values (global order ``order``).
     skip_type : {"time_uniform", "logSNR", "time_quadratic", "karras"}
-    algorithm_type : {"dpmsolver++", "dpmsolver"}
-        Data prediction (DPM-Solver++) or noise prediction (DPM-Solver).
+    algorithm_type : {"dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"}
+        Data prediction (DPM-Solver++) or noise prediction (DPM-Solver). The ``sde-`` variants solve the reverse
+        SDE (seed eq. (7)) with SDE-DPM-Solver++ / SDE-DPM-Solver (:mod:`expsolver.solvers.sde`): only
+        ``method="multistep"``, ``order`` 1 or 2, no ``compat``; random numbers from ``generator`` or ``noise``.
     solver_type : {"dpmsolver", "taylor"}
     lower_order_final : bool
         Lower the order of the last multistep steps. Unlike the official code (only when ``steps < 10``) this
@@ -173,6 +185,18 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     return_intermediates : bool
     check_finite : bool
         Raise a ``ValueError`` naming the step and time when the model output or the state is NaN or Inf.
+    variant : {"bh1", "bh2"}, optional
+        UniPC's ``B(h)`` (default ``"bh1"``); only with ``method="unipc"``.
+    use_corrector : bool, optional
+        UniPC: apply the UniC corrector after every step but the last (default True); only with
+        ``method="unipc"``.
+
+    generator : torch.Generator or list of torch.Generator, optional
+        SDE solvers only: on ``x``'s device; a list holds one generator per sample, which makes each sample's
+        noise independent of the batch it is in (:mod:`expsolver.brownian`).
+    noise : torch.Tensor or BrownianPath, optional
+        SDE solvers only, instead of ``generator``: standard normals of shape ``(steps, *x.shape)`` (step ``i``
+        uses ``noise[i]``), or a :class:`~expsolver.brownian.BrownianPath` whose grid contains the sampler's.
 
     Returns
     -------
@@ -191,8 +215,24 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     check_choice(time_input, "time_input", TIME_INPUTS)
     max_order = 3 if compat == "official" else _MAX_ORDER[method]
     order = check_int(order, "order", minimum=1, maximum=max_order)
+    if method == "unipc":
+        variant = check_choice("bh1" if variant is None else variant, "variant", UNIPC_VARIANTS)
+        use_corrector = check_bool(True if use_corrector is None else use_corrector, "use_corrector")
+        if compat is not None:
+            raise ValueError(f"compat={compat!r} applies to the DPM-Solver methods, not method='unipc'")
+    elif variant is not None or use_corrector is not None:
+        raise ValueError(f"variant and use_corrector apply only to method='unipc', got method={method!r}")
+    if method == "deis" and compat is not None:
+        raise ValueError(f"compat={compat!r} applies to the DPM-Solver methods, not method='deis'")
     if method == "adaptive" and order not in (2, 3):
         raise ValueError(f"order must be 2 or 3 for method='adaptive' (DPM-Solver-12/23), got {order}")
+    stochastic = algorithm_type in SDE_ALGORITHM_TYPES
+    if stochastic and (method != "multistep" or order > SDE_MAX_ORDER or compat is not None):
+        raise ValueError(f"algorithm_type={algorithm_type!r} allows method='multistep' with order 1-{SDE_MAX_ORDER} "
+                         f"and compat=None only; got method={method!r}, order={order}, compat={compat!r}")
+    if not stochastic and (generator is not None or noise is not None):
+        raise ValueError(f"generator and noise are used only by algorithm_type 'sde-dpmsolver++' or "
+                         f"'sde-dpmsolver', got algorithm_type={algorithm_type!r}")
     lower_order_final = check_bool(lower_order_final, "lower_order_final")
     denoise_to_zero = check_bool(denoise_to_zero, "denoise_to_zero")
     return_intermediates = check_bool(return_intermediates, "return_intermediates")
@@ -215,14 +255,16 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     if not t_end < t_start:
         raise ValueError(f"t_end must be in (0, t_start={t_start!r}), got t_end={t_end!r}")
     steps = check_int(steps, "steps", minimum=1)
-    if method in ("multistep", "singlestep_fixed") and steps < order:
+    if method in _MULTISTEP_PLAN + ("singlestep_fixed",) and steps < order:
         raise ValueError(f"steps must be >= order for method={method!r}; got steps={steps}, order={order}")
 
     wrapper = ModelWrapper(model, schedule, model_type=model_type, time_input=time_input, check_finite=check_finite)
-    problem = DiffusionODE(schedule, wrapper, _PREDICTION[algorithm_type])
+    problem = (ReverseDiffusionSDE if stochastic else DiffusionODE)(schedule, wrapper, _PREDICTION[algorithm_type])
     options = dict(steps=steps, t_start=t_start, t_end=t_end, order=order, method=method, skip_type=skip_type,
                    algorithm_type=algorithm_type, solver_type=solver_type, lower_order_final=lower_order_final,
                    denoise_to_zero=denoise_to_zero, compat=compat, model_type=model_type)
+    if method == "unipc":
+        options.update(variant=variant, use_corrector=use_corrector)
     intermediates = [x] if return_intermediates else None
     n_rejected = 0
     with torch.no_grad():
@@ -232,10 +274,10 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
                                                             rtol, h_init, theta, t_err, compat, check_finite,
                                                             intermediates)
         else:
-            plan = plan_steps(method, schedule, steps, order, skip_type, t_start, t_end, lower_order_final, compat,
-                              timesteps)
-            rule = (DPMSolverMultistep(order, solver_type, "official" if compat == "official" else "corrected")
-                    if method == "multistep" else DPMSolverSinglestep(order, solver_type))
+            plan = plan_steps("multistep" if method in _MULTISTEP_PLAN else method, schedule, steps, order,
+                              skip_type, t_start, t_end, lower_order_final, compat, timesteps)
+            rule = (SDEDPMSolverMultistep(order, solver_type, noise_source(noise, generator, x, len(plan)))
+                    if stochastic else _make_rule(method, order, solver_type, compat, variant, use_corrector))
             x = integrate(problem, rule, plan, x, check_finite, intermediates)
             ts = np.array([plan[0].s] + [st.t for st in plan])
             orders = [st.order for st in plan]
@@ -247,6 +289,17 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
                 intermediates.append(x)
     return SampleResult(x=x, nfe=wrapper.nfe, timesteps=ts, orders=orders, intermediates=intermediates,
                         n_rejected=n_rejected, options=options)
+
+
+def _make_rule(method, order, solver_type, compat, variant=None, use_corrector=None):
+    """The step rule of a fixed-grid method (options already validated by :func:`sample`)."""
+    if method == "multistep":
+        return DPMSolverMultistep(order, solver_type, "official" if compat == "official" else "corrected")
+    if method == "unipc":
+        return UniPC(order, variant, use_corrector)
+    if method == "deis":
+        return DEISMultistep(order)
+    return DPMSolverSinglestep(order, solver_type)
 
 
 def integrate(problem, rule, plan, x, check_finite=True, intermediates=None):
@@ -266,7 +319,7 @@ def integrate(problem, rule, plan, x, check_finite=True, intermediates=None):
 
 
 def _check_state(x, index, t):
-    if not bool(torch.isfinite(x.sum())):
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise NonFiniteStateError(f"the state became NaN or Inf at step {index} (t={t:.6g})")
 
 
