@@ -74,6 +74,69 @@ def test_score_is_gradient_of_log_prob(cov_type, sched_name):
         assert _rel_err(score, grad) <= 1e-10, f"t={t}"
 
 
+@pytest.mark.parametrize("per_sample_t", [False, True], ids=["scalar_t", "per_sample_t"])
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_score_is_differentiable(cov_type, per_sample_t):
+    """Autograd through score (no in-place shortcuts then): its Jacobian is the Hessian of log_prob."""
+    schedule = VPLinear()
+    gmm = make_mixture(cov_type, K=3, d=3, seed=2)
+    x = _points(gmm, 0.3, schedule, n=4)
+    t = torch.linspace(0.2, 0.4, x.shape[0], dtype=torch.float64) if per_sample_t else 0.3
+    jac = torch.autograd.functional.jacobian(lambda u: gmm.score(u, t, schedule).sum(0), x)  # (d, batch, d)
+    hess = torch.autograd.functional.jacobian(
+        lambda u: torch.autograd.grad(gmm.log_prob(u, t, schedule).sum(), u, create_graph=True)[0].sum(0), x
+    )
+    torch.testing.assert_close(jac, hess, rtol=1e-10, atol=1e-12)
+    per_point = jac.permute(1, 0, 2)  # (batch, d, d): d score_i / d x_j
+    torch.testing.assert_close(per_point, per_point.transpose(1, 2), rtol=1e-10, atol=1e-12)
+
+
+def test_repeated_calls_do_not_share_outputs():
+    """Intermediates are reused between calls on CPU; returned tensors must not be."""
+    schedule = VPLinear()
+    gmm = make_mixture("full")
+    x = _points(gmm, 0.5, schedule)
+    ts = torch.linspace(0.1, 0.9, x.shape[0], dtype=torch.float64)
+    first = [gmm.eps(x, 0.5, schedule), gmm.data(x, ts, schedule), gmm.score(x, 0.2, schedule)]
+    kept = [v.clone() for v in first]
+    for t in (0.7, ts.flip(0), 1e-3):
+        gmm.eps(x, t, schedule), gmm.data(x, t, schedule), gmm.log_prob(2 * x, t, schedule)
+    for a, b in zip(first, kept):
+        assert torch.equal(a, b)
+
+
+def test_concurrent_threads_agree_with_serial_calls():
+    import threading
+
+    schedule = VPLinear()
+    gmm = make_mixture("full")
+    xs = [gmm.sample(500, torch.Generator().manual_seed(i), t=0.4, schedule=schedule) for i in range(4)]
+    expected = [gmm.eps(x, 0.4, schedule) for x in xs]
+    results = [None] * 4
+
+    def work(i):
+        for _ in range(20):
+            results[i] = gmm.eps(xs[i], 0.4, schedule)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(r, e) for r, e in zip(results, expected))
+
+
+def test_pickle_round_trip():
+    import pickle
+
+    schedule = VPLinear()
+    gmm = make_mixture("full")
+    x = _points(gmm, 0.5, schedule)
+    gmm.eps(x.float(), 0.5, schedule)  # fill the caches
+    clone = pickle.loads(pickle.dumps(gmm))
+    torch.testing.assert_close(clone.eps(x, 0.5, schedule), gmm.eps(x, 0.5, schedule), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_eps_and_data_consistent_with_score(cov_type):
     schedule = VPLinear()
@@ -202,7 +265,8 @@ def test_flow_composes_and_is_identity_at_equal_times(cov_type):
     # Backwards in time inverts forwards; per-sample times agree with scalars.
     torch.testing.assert_close(gmm.flow(direct, t, s, schedule), x, rtol=1e-12, atol=1e-12)
     ts = torch.full((32,), t, dtype=torch.float64)
-    torch.testing.assert_close(gmm.flow(x, torch.tensor(s, dtype=torch.float64), ts, schedule), direct, rtol=1e-14, atol=1e-14)
+    s_tensor = torch.tensor(s, dtype=torch.float64)
+    torch.testing.assert_close(gmm.flow(x, s_tensor, ts, schedule), direct, rtol=1e-14, atol=1e-14)
 
 
 def test_flow_transports_marginal_moments():
@@ -214,7 +278,8 @@ def test_flow_transports_marginal_moments():
     m_s = gmm.mean(s, schedule)
     jac = gmm.flow(m_s + eye, s, t, schedule) - gmm.flow(m_s.expand(3, 3), s, t, schedule)  # rows: J e_i
     torch.testing.assert_close(gmm.flow(m_s[None], s, t, schedule)[0], gmm.mean(t, schedule), rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(jac.T @ gmm.covariance(s, schedule) @ jac, gmm.covariance(t, schedule), rtol=1e-12, atol=1e-12)
+    pushed = jac.T @ gmm.covariance(s, schedule) @ jac
+    torch.testing.assert_close(pushed, gmm.covariance(t, schedule), rtol=1e-12, atol=1e-12)
 
 
 # -- sampling and moments ---------------------------------------------------------------------------------------
@@ -235,7 +300,8 @@ def test_samples_have_exact_moments(cov_type):
     gen = torch.Generator().manual_seed(13)
     _assert_moments(gmm.sample(200_000, gen), gmm.mean(), gmm.covariance())
     for t in (0.2, 0.6):
-        _assert_moments(gmm.sample(200_000, gen, t=t, schedule=schedule), gmm.mean(t, schedule), gmm.covariance(t, schedule))
+        samples = gmm.sample(200_000, gen, t=t, schedule=schedule)
+        _assert_moments(samples, gmm.mean(t, schedule), gmm.covariance(t, schedule))
 
 
 def test_sample_reproducible_and_typed():
@@ -267,7 +333,8 @@ def test_parameter_forms_and_input_types():
     means = [[0.0, 1.0], [2.0, -1.0]]
     iso = GaussianMixture(np.array([1.0, 3.0]), np.array(means), [0.5, 2.0])
     diag = GaussianMixture([1.0, 3.0], means, torch.tensor([[0.5, 0.5], [2.0, 2.0]]))
-    full = GaussianMixture(torch.tensor([1.0, 3.0]), torch.tensor(means), np.stack([0.5 * np.eye(2), 2.0 * np.eye(2)]))
+    full_covs = np.stack([0.5 * np.eye(2), 2.0 * np.eye(2)])
+    full = GaussianMixture(torch.tensor([1.0, 3.0]), torch.tensor(means), full_covs)
     for gmm in (iso, diag, full):
         assert gmm.K == 2 and gmm.d == 2
         assert gmm.weights.dtype == torch.float64 and gmm.covs.shape == (2, 2, 2)
