@@ -10,9 +10,13 @@ from .grids import SKIP_TYPES, check_grid, time_grid
 from .models import ModelWrapper
 from .phi import phi, phis
 from .problems import BernoulliETDProblem, DiffusionODE, SemiLinearProblem, StepCoefficients
+from .optimize import OptimizedGrid, optimize_timesteps
 from .reference import ReferenceResult, reference_solve
 from .sample import SampleResult, integrate, sample
 from .schedules import VPCosine, VPDiscrete, VPLinear, VPSchedule
+from .brownian import BrownianPath
+from .sde_sampling import reverse_sde_sample
+from .solvers.sde import SDE_REGISTRY, ReverseDiffusionSDE
 from .solvers import REGISTRY, SolverConfig
 
 __all__ = [
@@ -23,4 +27,6 @@ __all__ = [
     "ModelWrapper", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "StepCoefficients",
     "phi", "phis", "time_grid", "check_grid", "SKIP_TYPES",
     "REGISTRY", "SolverConfig",
+    "optimize_timesteps", "OptimizedGrid",
+    "reverse_sde_sample", "BrownianPath", "SDE_REGISTRY", "ReverseDiffusionSDE",
 ]

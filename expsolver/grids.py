@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_choice, check_int
+from .schedules import VPSchedule
 
 __all__ = ["SKIP_TYPES", "time_grid", "check_grid"]
 
@@ -23,9 +24,27 @@ _KARRAS_RHO = 7.0
 
 
 def time_grid(schedule, skip_type: str, t_start: float, t_end: float, n_steps: int) -> np.ndarray:
-    """``n_steps + 1`` strictly decreasing float64 times from ``t_start`` to ``t_end``."""
+    """``n_steps + 1`` strictly decreasing float64 times from ``t_start`` to ``t_end``.
+
+    Raises ``ValueError`` for times outside the schedule's range, ``t_end >= t_start``, or a grid whose points
+    collapse in float64 (some step of ``t`` or of ``lam`` not strictly positive: ``n_steps`` too large for the
+    interval)."""
+    _check_schedule(schedule)
     check_choice(skip_type, "skip_type", SKIP_TYPES)
     check_int(n_steps, "n_steps", minimum=1)
+    t_start = schedule.check_time(t_start, "t_start")
+    t_end = schedule.check_time(t_end, "t_end")
+    if not t_end < t_start:
+        raise ValueError(f"t_end must be < t_start (grids run backwards in time), got t_start={t_start!r}, "
+                         f"t_end={t_end!r}")
+    ts = _grid_times(schedule, skip_type, t_start, t_end, n_steps)
+    _check_strictly_decreasing(schedule, ts, f"time_grid({skip_type!r}, n_steps={n_steps})")
+    return ts
+
+
+def _grid_times(schedule, skip_type: str, t_start: float, t_end: float, n_steps: int) -> np.ndarray:
+    """The formulas of :func:`time_grid` without any check (the driver's inner singlestep grids, whose end points
+    come from a checked grid and whose lambda ratios the driver checks itself)."""
     i = np.linspace(0.0, 1.0, n_steps + 1)
     if skip_type == "time_uniform":
         ts = t_start + i * (t_end - t_start)
@@ -53,11 +72,27 @@ def check_grid(schedule, timesteps, name: str = "timesteps") -> np.ndarray:
         raise TypeError(f"{name} must be a 1-D sequence of times, got {type(timesteps).__name__}") from exc
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {ts.shape}")
+    _check_schedule(schedule)
     for k, t in enumerate(ts):
         schedule.check_time(float(t), f"{name}[{k}]")
-    if np.any(np.diff(ts) >= 0):
-        k = int(np.argmax(np.diff(ts) >= 0))
-        raise ValueError(f"{name} must be strictly decreasing; {name}[{k}]={ts[k]!r} <= {name}[{k + 1}]={ts[k + 1]!r}")
-    if np.any(np.diff(schedule.lams_of(ts)) <= 0):
-        raise ValueError(f"{name} has collapsed points: some lambda steps are <= 0 in float64")
+    _check_strictly_decreasing(schedule, ts, name)
     return ts
+
+
+def _check_schedule(schedule) -> None:
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}")
+
+
+def _check_strictly_decreasing(schedule, ts: np.ndarray, name: str) -> None:
+    """Every step of ``t`` < 0 and every step of ``lam`` > 0 in float64 (no zero-length or collapsed steps)."""
+    dt = np.diff(ts)
+    if np.any(dt >= 0):
+        k = int(np.argmax(dt >= 0))
+        raise ValueError(f"{name} must be strictly decreasing; {name}[{k}]={float(ts[k])!r} <= "
+                         f"{name}[{k + 1}]={float(ts[k + 1])!r}")
+    dlam = np.diff(schedule.lams_of(ts))
+    if not np.all(dlam > 0):
+        k = int(np.argmax(~(dlam > 0)))
+        raise ValueError(f"{name} has collapsed points: the lambda step from {name}[{k}]={float(ts[k])!r} to "
+                         f"{name}[{k + 1}]={float(ts[k + 1])!r} is {float(dlam[k])!r} in float64 (must be > 0)")

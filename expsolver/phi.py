@@ -18,6 +18,7 @@ within a few ulps. This module is the only implementation of these functions in 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -25,6 +26,8 @@ __all__ = ["phi", "phis"]
 
 _SERIES_RADIUS = 2.0
 _SERIES_TERMS = 30
+# 1/j! for every j the series and the recurrence use (exactly the values 1.0 / math.factorial(j) would give).
+_INV_FACTORIAL = tuple(1.0 / math.factorial(j) for j in range(_SERIES_TERMS + 16))
 
 
 def phis(max_k: int, z):
@@ -38,13 +41,23 @@ def phis(max_k: int, z):
         Argument. A Python float gives Python floats (computed in float64); a tensor gives tensors of the same
         shape, dtype and device (computed in float64 where the device supports it).
     """
-    if not isinstance(max_k, int) or isinstance(max_k, bool) or max_k < 0:
-        raise ValueError(f"max_k must be a non-negative int, got {max_k!r}")
+    if type(max_k) is not int:  # the common case costs one comparison (this runs every step)
+        if isinstance(max_k, bool) or not hasattr(max_k, "__index__"):
+            raise TypeError(f"max_k must be an int, got {type(max_k).__name__} ({max_k!r})")
+        max_k = max_k.__index__()  # numpy integers
+    if max_k < 0:
+        raise ValueError(f"max_k must be >= 0, got {max_k!r}")
     if isinstance(z, torch.Tensor):
+        if not z.is_floating_point():
+            # An integer tensor would get its phi-values truncated back to integers.
+            raise TypeError(f"z must be a float or a floating-point tensor, got a tensor of dtype {z.dtype}")
         z64 = z.to(torch.float64)
         return [v.to(z.dtype) for v in _phis_tensor(max_k, z64)]
     if isinstance(z, (int, float)) and not isinstance(z, bool):
-        return _phis_float(max_k, float(z))
+        z = float(z)
+        if not math.isfinite(z):
+            raise ValueError(f"z must be finite, got {z!r}")
+        return list(_phis_float(max_k, z))
     raise TypeError(f"z must be a float or a torch.Tensor, got {type(z).__name__}")
 
 
@@ -60,26 +73,36 @@ def _phis_tensor(max_k: int, z: torch.Tensor) -> list[torch.Tensor]:
     values = [torch.exp(z)]
     rec = torch.exp(z_rec)
     for k in range(1, max_k + 1):
-        rec = (rec - 1.0 / math.factorial(k - 1)) / z_rec
+        rec = (rec - _inv_factorial(k - 1)) / z_rec
         series = _series(k, z)
         values.append(torch.where(small, series, rec))
     return values
 
 
-def _phis_float(max_k: int, z: float) -> list[float]:
-    """Scalar path (the per-step coefficients of the samplers): same algorithm, no tensor overhead."""
+@lru_cache(maxsize=4096)
+def _phis_float(max_k: int, z: float) -> tuple:
+    """Scalar path (the per-step coefficients of the samplers): same algorithm, no tensor overhead. Cached: runs
+    over the same grid meet the same arguments, so each grid's values are computed once."""
     values = [math.exp(z)]
     for k in range(1, max_k + 1):
         if abs(z) < _SERIES_RADIUS:
             values.append(_series(k, z))
         else:
-            values.append((values[-1] - 1.0 / math.factorial(k - 1)) / z)
-    return values
+            values.append((values[-1] - _inv_factorial(k - 1)) / z)
+    return tuple(values)
 
 
 def _series(k: int, z):
     """Horner evaluation of ``sum_{j < J} z^j / (j+k)!`` (float or tensor ``z``)."""
-    acc = 0.0 * z + 1.0 / math.factorial(_SERIES_TERMS - 1 + k)
+    coeffs = _INV_FACTORIAL[k:k + _SERIES_TERMS]
+    if len(coeffs) < _SERIES_TERMS:
+        coeffs = tuple(_inv_factorial(j + k) for j in range(_SERIES_TERMS))
+    acc = 0.0 * z + coeffs[-1]
     for j in range(_SERIES_TERMS - 2, -1, -1):
-        acc = acc * z + 1.0 / math.factorial(j + k)
+        acc = acc * z + coeffs[j]
     return acc
+
+
+def _inv_factorial(j: int) -> float:
+    """``1 / j!`` (tabulated; the same value as ``1.0 / math.factorial(j)``)."""
+    return _INV_FACTORIAL[j] if j < len(_INV_FACTORIAL) else 1.0 / math.factorial(j)

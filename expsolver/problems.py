@@ -24,12 +24,14 @@ Problems here:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from ._buffers import BufferPool
 from ._validation import check_choice, check_float
 from .models import ModelWrapper
+from .schedules import VPSchedule
 from .phi import phis
 
 __all__ = ["StepCoefficients", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "PREDICTIONS"]
@@ -40,12 +42,15 @@ PREDICTIONS = ("noise", "data")
 @dataclass(frozen=True)
 class StepCoefficients:
     """The numbers of formula (*) for one step: ``h`` (float, > 0 in the direction of integration) and
-    ``linear``, ``scale``, ``z`` (floats, or tensors broadcastable against the state for diagonal linear parts)."""
+    ``linear``, ``scale``, ``z`` (floats, or tensors broadcastable against the state for diagonal linear parts).
+    ``pool`` (optional :class:`~expsolver._buffers.BufferPool`) is where :func:`combine` takes its output tensor
+    from; it does not change any value."""
 
     h: float
     linear: object
     scale: object
     z: object
+    pool: object = field(default=None, compare=False, repr=False)
 
     def integrals(self, n: int) -> list:
         """``[I_0, ..., I_{n-1}]`` with ``I_j = h^{j+1} phi_{j+1}(z h)``: the exact integral of ``u^j / j!``
@@ -81,9 +86,10 @@ def combine(c: StepCoefficients, x: torch.Tensor, terms) -> torch.Tensor:
     """``linear * x + scale * sum_j w_j N_j`` for ``terms = [(w_j, N_j), ...]``: the only place where step
     coefficients (float64) meet the state (in its own dtype)."""
     if isinstance(c.linear, float) and isinstance(c.scale, float) and all(isinstance(w, float) for w, _ in terms):
-        out = x * c.linear
+        buf = None if c.pool is None else c.pool.take(x)
+        out = x * c.linear if buf is None else torch.mul(x, c.linear, out=buf)
         for w, n in terms:
-            out = out.add(n, alpha=c.scale * w)
+            out.add_(n, alpha=c.scale * w)  # in place on the fresh ``out``: no temporary per term
         return out
     out = c.linear * x
     for w, n in terms:
@@ -107,12 +113,15 @@ class DiffusionODE(SemiLinearProblem):
     """
 
     def __init__(self, schedule, model: ModelWrapper, prediction: str = "noise"):
+        if not isinstance(schedule, VPSchedule):
+            raise TypeError(f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}")
         if not isinstance(model, ModelWrapper):
             raise TypeError(f"model must be a ModelWrapper, got {type(model).__name__}")
         self.schedule = schedule
         self.model = model
         self.prediction = check_choice(prediction, "prediction", PREDICTIONS)
         self._points: dict[float, tuple[float, float, float, float]] = {}
+        self._pool = BufferPool()  # work tensors of this integration (CPU, no autograd); values unaffected
 
     @property
     def nfe(self) -> int:
@@ -122,8 +131,11 @@ class DiffusionODE(SemiLinearProblem):
         """``(lam, log_alpha, alpha, sigma)`` at a float64 time, cached (grids revisit their times)."""
         p = self._points.get(t)
         if p is None:
-            tt = torch.tensor(t, dtype=torch.float64)
-            log_alpha = float(self.schedule._log_alpha(tt))
+            log_alpha = self.schedule.log_alpha_float(t)
+            if not -math.inf < log_alpha < 0.0:  # sigma_t = 0 or NaN: lam is not defined there
+                self.schedule.check_time(t, "t")  # names the schedule's valid range
+                raise ValueError(f"t={t!r} gives log alpha_t = {log_alpha!r}; the diffusion ODE needs "
+                                 f"-inf < log alpha_t < 0")
             sigma = math.sqrt(-math.expm1(2.0 * log_alpha))
             lam = log_alpha - math.log(sigma)
             p = (lam, log_alpha, math.exp(log_alpha), sigma)
@@ -140,15 +152,15 @@ class DiffusionODE(SemiLinearProblem):
         _, _, alpha, sigma = self.point(t)
         if self.prediction == "noise":
             return self.model.eps(x, t, alpha, sigma)
-        return self.model.data(x, t, alpha, sigma)
+        return self.model.data(x, t, alpha, sigma, pool=self._pool)
 
     def coefficients(self, s: float, t: float) -> StepCoefficients:
         lam_s, log_alpha_s, _, sigma_s = self.point(s)
         lam_t, log_alpha_t, alpha_t, sigma_t = self.point(t)
         h = lam_t - lam_s
         if self.prediction == "noise":
-            return StepCoefficients(h, math.exp(log_alpha_t - log_alpha_s), -sigma_t, 1.0)
-        return StepCoefficients(h, sigma_t / sigma_s, alpha_t, -1.0)
+            return StepCoefficients(h, math.exp(log_alpha_t - log_alpha_s), -sigma_t, 1.0, self._pool)
+        return StepCoefficients(h, sigma_t / sigma_s, alpha_t, -1.0, self._pool)
 
     def rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
         _, _, alpha, sigma = self.point(t)

@@ -15,7 +15,7 @@ import torch
 
 from ._validation import (check_bool, check_choice, check_int, check_positive_float, check_state,
                           reject_unknown_kwargs)
-from .grids import SKIP_TYPES, check_grid, time_grid
+from .grids import SKIP_TYPES, _grid_times, check_grid, time_grid
 from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
 from .problems import DiffusionODE
 from .schedules import VPDiscrete, VPSchedule
@@ -117,14 +117,17 @@ def plan_steps(method: str, schedule, steps: int, order: int, skip_type: str, t_
         s, t = float(outer[i]), float(outer[i + 1])
         r = ()
         if k > 1:
-            lams = schedule.lams_of(_grid(schedule, skip_type, s, t, k, compat))
+            lams = schedule.lams_of(_grid(schedule, skip_type, s, t, k, compat, checked=False))
             r = tuple(float((lams[j] - lams[0]) / (lams[-1] - lams[0])) for j in range(1, k))
+            if not all(a < b for a, b in zip((0.0,) + r, r + (1.0,))):
+                raise ValueError(f"step {i} from t={s!r} to t={t!r}: the intermediate points collapse in float64 "
+                                 f"(lambda ratios {r}); use fewer steps for this interval")
         plan.append(Step(i, s, t, k, r))
     return plan
 
 
-def _grid(schedule, skip_type, t_start, t_end, n, compat):
-    ts = time_grid(schedule, skip_type, t_start, t_end, n)
+def _grid(schedule, skip_type, t_start, t_end, n, compat, checked=True):
+    ts = (time_grid if checked else _grid_times)(schedule, skip_type, t_start, t_end, n)
     if compat == "official":
         # The official code builds its grid in torch's default dtype (float32 unless changed).
         ts = torch.tensor(ts, dtype=torch.get_default_dtype()).to(torch.float64).numpy()
@@ -174,7 +177,10 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     denoise_to_zero : bool
         Finish with one data prediction at ``t_end`` (one more NFE).
     atol, rtol, h_init, theta, t_err : float
-        Adaptive step control (DPM-Solver Sec. 3.3 / App. C; official defaults).
+        Adaptive step control (DPM-Solver Sec. 3.3 / App. C; official defaults; ``0 < theta <= 1``). The official
+        solver stops once ``|s - t_end| <= t_err``, which at small ``t_end`` (1e-5) can end up to a lambda step
+        of ~0.35 early; by default the last step lands exactly on ``t_end`` instead (``t_err`` is used only with
+        ``compat="official"``).
     timesteps : sequence of float, optional
         Explicit strictly decreasing grid from ``t_start`` to ``t_end`` (overrides ``steps`` and ``skip_type``).
     compat : {None, "official"}
@@ -240,6 +246,9 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     atol, rtol = check_positive_float(atol, "atol"), check_positive_float(rtol, "rtol")
     h_init, theta, t_err = (check_positive_float(h_init, "h_init"), check_positive_float(theta, "theta"),
                             check_positive_float(t_err, "t_err"))
+    if theta > 1.0:
+        # A safety factor above 1 can grow h after a rejection: the step is rejected again and again.
+        raise ValueError(f"theta must be in (0, 1] (the step-size safety factor), got {theta!r}")
 
     if timesteps is not None:
         if method == "adaptive":
@@ -332,19 +341,28 @@ def _integrate_adaptive(problem, x, order, solver_type, t_start, t_end, atol, rt
     ``delta = max(atol, rtol max(|x_low|, |x_prev|))`` the error is ``E = max_batch RMS((x_high - x_low)/delta)``;
     the step is accepted if ``E <= 1`` and ``h <- min(theta h E^{-1/order}, lam_end - lam_s)``. The whole batch
     shares one step size, as in the paper and the official code.
+
+    End of the integration: ``compat="official"`` stops once ``|s - t_end| <= t_err`` (so the result may be at a
+    time other than ``t_end``). Otherwise the first step is clipped to the interval, a step that would leave less
+    than 1% of itself before the end is stretched onto it (no sliver step; Hairer, Norsett & Wanner, Solving ODEs
+    I, Sec. II.4), and the loop ends exactly at ``t_end``.
     """
     lower = DPMSolverSinglestep(order - 1, solver_type)
     higher = DPMSolverSinglestep(order, solver_type)
     r_low = () if order == 2 else (1.0 / 3.0,)
     r_high = (0.5,) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
     s, lam_s, lam_end = t_start, problem.rho(t_start), problem.rho(t_end)
-    h, x_prev = h_init, x
+    official = compat == "official"
+    h, x_prev = (h_init if official else min(h_init, lam_end - lam_s)), x
     ts, orders, n_rejected = [t_start], [], 0
     for index in range(max_steps):
-        if abs(s - t_end) <= t_err:
+        if (abs(s - t_end) <= t_err) if official else s == t_end:
             break
         problem.model.step_index = index
-        t = problem.t_of_rho(lam_s + h)
+        if not official and 1.01 * h >= lam_end - lam_s:
+            h, t = lam_end - lam_s, t_end
+        else:
+            t = problem.t_of_rho(lam_s + h)
         cache = {}
         x_low = lower.step(problem, x, Step(index, s, t, order - 1, r_low), cache=cache)
         x_high = higher.step(problem, x, Step(index, s, t, order, r_high), cache=cache)

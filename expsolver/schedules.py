@@ -18,6 +18,7 @@ of the same dtype and device). Internally everything is evaluated in float64.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import numpy as np
 import torch
@@ -30,6 +31,11 @@ __all__ = ["VPSchedule", "VPLinear", "VPCosine", "VPDiscrete"]
 def _softplus(x: torch.Tensor) -> torch.Tensor:
     """``log(1 + e^x)`` to full float64 precision for every x (torch's softplus cuts off at x > 20)."""
     return torch.clamp(x, min=0.0) + torch.log1p(torch.exp(-x.abs()))
+
+
+def _softplus_float(x: float) -> float:
+    """:func:`_softplus` on a Python float."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
 class VPSchedule:
@@ -82,8 +88,18 @@ class VPSchedule:
         return t
 
     # -- float64 scalar helpers used by the samplers (no validation, no tensor round trip cost) ----------------
+    # Subclasses override the ``*_float`` methods with plain ``math`` (a 0-d tensor operation costs microseconds,
+    # and samplers evaluate these a few times per step); the results agree with the tensor path to an ulp or two.
+    def log_alpha_float(self, t: float) -> float:
+        """``log alpha_t`` at a float64 time (not validated)."""
+        return float(self._log_alpha(torch.tensor(t, dtype=torch.float64)))
+
     def lam_inverse_float(self, lam: float) -> float:
-        return float(self._inverse_lam(torch.tensor(lam, dtype=torch.float64)))
+        """The time with half log-SNR ``lam`` (float64, not validated)."""
+        return self._t_from_log_alpha_float(-0.5 * _softplus_float(-2.0 * lam))
+
+    def _t_from_log_alpha_float(self, log_alpha: float) -> float:
+        return float(self._t_from_log_alpha(torch.tensor(log_alpha, dtype=torch.float64)))
 
     def lams_of(self, ts) -> np.ndarray:
         """``lam`` at many float64 times at once (returns a float64 numpy array)."""
@@ -103,7 +119,7 @@ class VPSchedule:
                 raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
             v64 = value.to(torch.float64)
             if check_range:
-                self._check_tensor_range(v64, name)
+                self._check_tensor_range(v64, name, torch.finfo(value.dtype).eps)
             return fn(v64).to(value.dtype)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(value).__name__}")
@@ -113,8 +129,10 @@ class VPSchedule:
             raise ValueError(f"{name} must be finite, got {value!r}")
         return float(fn(torch.tensor(float(value), dtype=torch.float64)))
 
-    def _check_tensor_range(self, t: torch.Tensor, name: str) -> None:
-        lo, hi = self.t_min * (1 - 1e-12), self.T * (1 + 1e-12)
+    def _check_tensor_range(self, t: torch.Tensor, name: str, eps: float = 0.0) -> None:
+        # Times given in a low-precision dtype carry its rounding: float32(1e-5) is 2.5e-9 relative below 1e-5.
+        rel = max(1e-12, 2.0 * eps)
+        lo, hi = self.t_min * (1 - rel), self.T * (1 + rel)
         bad = ~torch.isfinite(t) | (t < lo) | (t > hi)
         if bool(bad.any()):
             worst = t[bad].flatten()[0].item()
@@ -153,6 +171,13 @@ class VPLinear(VPSchedule):
     def _t_from_log_alpha(self, log_alpha):
         c = -log_alpha
         return 4.0 * c / (self.beta_0 + torch.sqrt(self.beta_0**2 + 4.0 * (self.beta_1 - self.beta_0) * c))
+
+    def log_alpha_float(self, t: float) -> float:
+        return -0.25 * (self.beta_1 - self.beta_0) * t * t - 0.5 * self.beta_0 * t
+
+    def _t_from_log_alpha_float(self, log_alpha: float) -> float:
+        c = -log_alpha
+        return 4.0 * c / (self.beta_0 + math.sqrt(self.beta_0**2 + 4.0 * (self.beta_1 - self.beta_0) * c))
 
 
 class VPCosine(VPSchedule):
@@ -199,6 +224,19 @@ class VPCosine(VPSchedule):
         theta = torch.atan2(sin_theta, cos_theta)
         return (theta - self._theta_0) * (2.0 * (1.0 + self.s) / math.pi)
 
+    def log_alpha_float(self, t: float) -> float:
+        half_sum = 0.5 * (self._theta(t) + self._theta_0)
+        half_diff = 0.25 * math.pi * t / (1.0 + self.s)
+        return math.log1p(-2.0 * math.sin(half_sum) * math.sin(half_diff) / math.cos(self._theta_0))
+
+    def _t_from_log_alpha_float(self, log_alpha: float) -> float:
+        cos_0 = math.cos(self._theta_0)
+        cos_theta = cos_0 * math.exp(log_alpha)
+        one_minus_cos = 2.0 * math.sin(self._theta_0 / 2.0) ** 2 - cos_0 * math.expm1(log_alpha)
+        sin_theta = math.sqrt(one_minus_cos * (1.0 + cos_theta))
+        theta = math.atan2(sin_theta, cos_theta)
+        return (theta - self._theta_0) * (2.0 * (1.0 + self.s) / math.pi)
+
 
 class VPDiscrete(VPSchedule):
     """Discrete-time DDPM schedule made continuous as in the official DPM-Solver (App. D.1).
@@ -234,6 +272,11 @@ class VPDiscrete(VPSchedule):
         self._slopes = torch.diff(self.log_alpha_array) / torch.diff(self.t_array)
         # log_alpha decreasing in t: the reversed table is increasing, ready for searchsorted.
         self._log_alpha_increasing = torch.flip(self.log_alpha_array, [0])
+        # The same tables as Python lists for the float path (bisect: O(log N) per look-up, no tensors).
+        self._t_list = self.t_array.tolist()
+        self._log_alpha_list = self.log_alpha_array.tolist()
+        self._slopes_list = self._slopes.tolist()
+        self._log_alpha_increasing_list = self._log_alpha_increasing.tolist()
         self.T = 1.0
         self.t_min = float(self.t_array[0])
 
@@ -258,3 +301,12 @@ class VPDiscrete(VPSchedule):
         i = self.total_N - 1 - j  # segment [t_{i-1}, t_i] in the forward table
         t_array, la = self.t_array.to(log_alpha.device), self.log_alpha_array.to(log_alpha.device)
         return t_array[i] + (log_alpha - la[i]) / self._slopes.to(log_alpha.device)[i - 1]
+
+    def log_alpha_float(self, t: float) -> float:
+        i = min(max(bisect_right(self._t_list, t) - 1, 0), self.total_N - 2)
+        return self._log_alpha_list[i] + (t - self._t_list[i]) * self._slopes_list[i]
+
+    def _t_from_log_alpha_float(self, log_alpha: float) -> float:
+        j = min(max(bisect_right(self._log_alpha_increasing_list, log_alpha) - 1, 0), self.total_N - 2)
+        i = self.total_N - 1 - j
+        return self._t_list[i] + (log_alpha - self._log_alpha_list[i]) / self._slopes_list[i - 1]

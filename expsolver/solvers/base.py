@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -59,17 +60,30 @@ def taylor_weights(nodes) -> np.ndarray:
 
     Exact when ``N`` is a polynomial of degree ``< k`` in ``rho``: ``W`` is the inverse of the scaled
     Vandermonde matrix ``V[i, j] = nodes[i]^j / j!`` (float64). The first node is the expansion point, 0.
+    Tensor nodes (a grid being optimised, :mod:`expsolver.optimize`) give a float64 tensor, so gradients flow.
     """
-    nodes = np.asarray(nodes, dtype=np.float64)
-    k = nodes.shape[0]
+    if any(isinstance(u, torch.Tensor) for u in nodes):
+        u = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in nodes])
+        return torch.linalg.inv(torch.stack([u**j / math.factorial(j) for j in range(u.shape[0])], dim=1))
+    return np.array(_taylor_weights_float(tuple(float(u) for u in nodes)))
+
+
+@lru_cache(maxsize=4096)
+def _taylor_weights_float(nodes: tuple) -> tuple:
+    """:func:`taylor_weights` for float nodes as a tuple of row tuples, cached: a sampler meets the same nodes
+    on every run over the same grid, so each grid's weights are computed once."""
+    k = len(nodes)
     V = np.array([[u**j / math.factorial(j) for j in range(k)] for u in nodes])
-    return np.linalg.inv(V)
+    return tuple(tuple(row) for row in np.linalg.inv(V).tolist())
 
 
 def polynomial_terms(integrals, h: float, nodes, values) -> list:
     """Terms ``[(w_i, N_i)]`` of ``sum_j I_j N^{(j)}``, the exact integral of the polynomial through
     ``(nodes[i] h, values[i])`` (``integrals[j] = I_j`` from :meth:`StepCoefficients.integrals`)."""
-    W = taylor_weights(nodes)
     k = len(nodes)
-    weights = [sum(integrals[j] / h**j * float(W[j, i]) for j in range(k)) for i in range(k)]
+    if any(isinstance(u, torch.Tensor) for u in nodes):
+        w = taylor_weights(nodes)
+    else:
+        w = _taylor_weights_float(tuple(float(u) for u in nodes))  # Python floats, cached per grid
+    weights = [sum(integrals[j] / h**j * w[j][i] for j in range(k)) for i in range(k)]
     return list(zip(weights, values))

@@ -1,0 +1,256 @@
+"""Global-error study: the error at ``t_end`` against the number of steps / NFE, with several statistics.
+
+For each solver run (a set of :func:`expsolver.sample` options) and each NFE budget, the samples (drawn from the
+exact marginal ``q_{t_start}``, fixed seed) are integrated from ``t_start`` to ``t_end`` and compared with a
+high-accuracy reference of the same ODE (SciPy DOP853, rtol = atol = 1e-12, cached on disk). Per budget the
+study records, over samples of the per-sample L2 error ``||x - x_ref||_2``:
+
+* RMS, median, 90th and 99th percentiles and the maximum: a few samples near mode boundaries dominate the RMS,
+  so the median is the statistic used for slopes;
+* ``mode_switches``: how many samples end in a different mixture component than their reference
+  (:meth:`GaussianMixture.component` at ``t_end``, the most responsible component);
+* the actual NFE (model calls made) and the largest lambda step ``h_max`` of the grid used.
+
+The global order is the slope of log median error against log ``h_max`` (:func:`analysis.order.fit_order`,
+automatically chosen window); a solver of order ``k`` shows ``k``, i.e. the error falls like ``NFE^-k``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from expsolver import REGISTRY, GaussianMixture, VPSchedule, sample
+
+from .order import OrderFit, fit_order
+from .results import ResultStore, cached_reference, provenance, result_type
+from .targets import T_END, T_START
+
+__all__ = ["dpm_solver_names", "SolverRun", "GlobalErrorCurve", "GlobalErrorStudy", "global_error_study", "registry_runs",
+           "error_statistics", "grid_h_max", "steps_option", "DEFAULT_NFES", "DEFAULT_STEPS", "STATISTICS"]
+
+DEFAULT_NFES = (6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
+#: Default grid-step budgets of an order study (``budget="steps"``): ratio ~1.5 from 4 to 512.
+DEFAULT_STEPS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+STATISTICS = ("rms", "median", "p90", "p99", "max")
+_DEFAULT_REFERENCE = dict(backend="scipy", method="DOP853", rtol=1e-12, atol=1e-12)
+
+
+@result_type
+@dataclass
+class SolverRun:
+    """One solver configuration to run: a label, the :func:`expsolver.sample` options (without ``steps``), the
+    expected global order (``None`` when there is no claim), the registry ``name`` (for styles) and optionally its
+    own ``budgets`` (instead of the study's)."""
+
+    label: str
+    options: dict
+    expected_order: int | None = None
+    name: str = ""
+    budgets: tuple | None = None  # overrides the study's budgets for this run
+
+    def __post_init__(self):
+        if not self.name:
+            self.name = self.label
+
+
+def dpm_solver_names() -> list:
+    """The DPM-Solver family of :data:`expsolver.REGISTRY` (names starting with ``"DPM-Solver"``): the default
+    solver set of the studies (other registered families are run by naming them)."""
+    return [name for name in REGISTRY if name.startswith("DPM-Solver")]
+
+
+def registry_runs(names=None, algorithm_types=("dpmsolver++", "dpmsolver"), skip_type: str = "logSNR") -> list:
+    """A :class:`SolverRun` per registry configuration and algorithm type (label ``"name|algorithm_type"``);
+    ``names`` defaults to :func:`dpm_solver_names`."""
+    names = dpm_solver_names() if names is None else list(names)
+    runs = []
+    for name in names:
+        config = REGISTRY[name]
+        for algorithm_type in algorithm_types:
+            runs.append(SolverRun(label=f"{name}|{algorithm_type}", name=name, expected_order=config.order,
+                                  options=dict(config.options, algorithm_type=algorithm_type, skip_type=skip_type)))
+    return runs
+
+
+@result_type
+@dataclass
+class GlobalErrorCurve:
+    """Errors of one solver run at several NFE budgets (arrays sorted by NFE)."""
+
+    label: str
+    name: str
+    options: dict
+    nfe: np.ndarray
+    steps: np.ndarray
+    h_max: np.ndarray
+    rms: np.ndarray
+    median: np.ndarray
+    p90: np.ndarray
+    p99: np.ndarray
+    max: np.ndarray
+    mode_switches: np.ndarray
+    fit: OrderFit
+    expected_order: int | None = None
+
+    @property
+    def algorithm_type(self) -> str:
+        return self.options.get("algorithm_type", "dpmsolver++")
+
+    def at_nfe(self, nfe: int, statistic: str = "median") -> tuple[int | None, float]:
+        """``(actual_nfe, error)`` of the largest budget with ``actual NFE <= nfe`` (``(None, nan)`` if none)."""
+        ok = np.nonzero(self.nfe <= nfe)[0]
+        if ok.size == 0:
+            return None, float("nan")
+        i = int(ok[np.argmax(self.nfe[ok])])
+        return int(self.nfe[i]), float(getattr(self, statistic)[i])
+
+
+@result_type
+@dataclass
+class GlobalErrorStudy:
+    """All curves of a global-error study, with its configuration and provenance."""
+
+    target: str
+    schedule: str
+    n_samples: int
+    seed: int
+    dtype: str
+    t_start: float
+    t_end: float
+    reference: dict
+    curves: list = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+
+    def curve(self, label: str) -> GlobalErrorCurve:
+        for c in self.curves:
+            if c.label == label:
+                return c
+        raise KeyError(f"no curve labelled {label!r}; have {[c.label for c in self.curves]}")
+
+
+def error_statistics(x: torch.Tensor, x_ref: torch.Tensor, target=None, schedule=None, t_end=None) -> dict:
+    """Per-sample L2 errors summarised: rms, median, p90, p99, max, and mode switches (if ``target`` is given)."""
+    err = (x - x_ref).reshape(x.shape[0], -1).norm(dim=1).detach().cpu().numpy().astype(np.float64)
+    out = dict(rms=float(np.sqrt(np.mean(err**2))), median=float(np.median(err)),
+               p90=float(np.percentile(err, 90)), p99=float(np.percentile(err, 99)), max=float(err.max()))
+    if target is not None:
+        same = target.component(x, t_end, schedule) == target.component(x_ref, t_end, schedule)
+        out["mode_switches"] = int((~same).sum())
+    return out
+
+
+def grid_h_max(schedule, timesteps) -> float:
+    """Largest lambda step of a time grid."""
+    return float(np.max(np.diff(schedule.lams_of(np.asarray(timesteps, dtype=np.float64)))))
+
+
+def steps_option(options: dict, n: int, budget: str) -> int:
+    """The ``steps`` option of :func:`expsolver.sample` for a budget ``n``: the NFE budget itself
+    (``budget="nfe"``), or ``n`` grid steps (``budget="steps"``: ``n * order`` for the singlestep methods, whose
+    ``steps`` option counts model calls)."""
+    if budget == "nfe":
+        return n
+    if options.get("method") in ("singlestep", "singlestep_fixed"):
+        return n * int(options.get("order", 1))
+    return n
+
+
+def global_error_study(target, schedule, runs, *, target_name: str = "target", nfes=DEFAULT_NFES,
+                       budget: str = "nfe", max_nfe: int | None = None, n_samples: int = 128, seed: int = 0,
+                       t_start: float = T_START, t_end: float = T_END, reference: dict | None = None,
+                       cache_dir=None, store: ResultStore | None = None, progress=None, x=None,
+                       floor: float | None = None, **kwargs) -> GlobalErrorStudy:
+    """Run the global-error study (module docstring).
+
+    Parameters
+    ----------
+    target : GaussianMixture
+    schedule : VPSchedule
+    runs : sequence of SolverRun or str
+        Solver runs; a string is a registry name, run with data prediction on a logSNR grid.
+    nfes : sequence of int
+        Budgets: NFE (``budget="nfe"``, the ``steps`` option) or numbers of grid steps (``budget="steps"``, see
+        :func:`steps_option`). A budget a configuration cannot use (``steps < order``) is skipped, and one that
+        gives the same actual NFE as a smaller one (``singlestep_fixed``) is dropped.
+    budget : {"nfe", "steps"}
+    max_nfe : int, optional
+        Skip budgets whose ``steps`` option exceeds it (keeps singlestep runs as cheap as multistep ones).
+    n_samples, seed : int
+        Samples from ``q_{t_start}`` drawn with ``torch.Generator().manual_seed(seed)`` (ignored if ``x`` given).
+    t_start, t_end : float
+    reference : dict, optional
+        Reference options (default SciPy DOP853 at rtol = atol = 1e-12).
+    cache_dir : str, None or False
+        Reference cache (see :func:`analysis.results.cached_reference`).
+    store : ResultStore, optional
+        Completed points are read from and written to it (an interrupted study resumes).
+    progress : callable, optional
+        Called after every solver run.
+    x : torch.Tensor, optional
+        Initial states at ``t_start`` instead of drawn ones.
+    floor : float, optional
+        Known error floor (e.g. the reference's error) handed to :func:`analysis.order.fit_order`.
+
+    Returns
+    -------
+    GlobalErrorStudy
+    """
+    if kwargs:
+        raise TypeError(f"global_error_study() got unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
+    if budget not in ("nfe", "steps"):
+        raise ValueError(f"budget must be 'nfe' or 'steps', got {budget!r}")
+    if not isinstance(target, GaussianMixture):
+        raise TypeError(f"target must be an expsolver.GaussianMixture, got {type(target).__name__}")
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
+    for r in runs:
+        if not isinstance(r, SolverRun) and r not in REGISTRY:
+            raise ValueError(f"runs: {r!r} is neither a SolverRun nor a registry name ({', '.join(REGISTRY)})")
+    if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in nfes) or len(nfes) == 0:
+        raise ValueError(f"nfes must be a non-empty sequence of ints >= 1, got {list(nfes)!r}")
+    if x is None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1):
+        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+    if store is not None and not isinstance(store, ResultStore):
+        raise TypeError(f"store must be an analysis.results.ResultStore or None, got {type(store).__name__}")
+    runs = [r if isinstance(r, SolverRun) else registry_runs([r], ("dpmsolver++",))[0] for r in runs]
+    ref_opts = dict(_DEFAULT_REFERENCE, **(reference or {}))
+    if x is None:
+        x = target.sample(n_samples, generator=torch.Generator().manual_seed(seed), t=t_start, schedule=schedule)
+    ref = cached_reference(target, schedule, x, t_start, t_end, cache_dir=cache_dir, **ref_opts)
+    model = target.as_model(schedule)
+    study = GlobalErrorStudy(target=target_name, schedule=repr(schedule), n_samples=int(x.shape[0]), seed=seed,
+                             dtype=str(x.dtype), t_start=float(t_start), t_end=float(t_end),
+                             reference=dict(ref_opts, nfe=ref["nfe"]), provenance=provenance())
+    for run in runs:
+        points = []
+        seen_nfe = set()
+        for n in sorted(int(v) for v in (nfes if run.budgets is None else run.budgets)):
+            steps = steps_option(run.options, n, budget)
+            order = int(run.options.get("order", 1))
+            if (run.options.get("method") in ("multistep", "singlestep_fixed") and steps < order) or (
+                    max_nfe is not None and steps > max_nfe):
+                continue
+            key = f"{target_name}|{run.label}|{sorted(run.options.items())!r}|{steps}|{seed}|{x.shape[0]}"
+            point = store.get(key) if store is not None else None
+            if point is None:
+                res = sample(model, schedule, x, steps=steps, t_start=t_start, t_end=t_end, **run.options)
+                point = dict(error_statistics(res.x, ref["x"], target, schedule, t_end), nfe=int(res.nfe),
+                             steps=steps, h_max=grid_h_max(schedule, res.timesteps))
+                if store is not None:
+                    store.put(key, point)
+            if point["nfe"] in seen_nfe or any(abs(point["h_max"] - p["h_max"]) <= 1e-12 for p in points):
+                continue
+            seen_nfe.add(point["nfe"])
+            points.append(point)
+        points.sort(key=lambda p: p["nfe"])
+        arrays = {k: np.array([p[k] for p in points]) for k in ("nfe", "steps", "h_max", "mode_switches")
+                  + STATISTICS}
+        fit = fit_order(arrays["h_max"], arrays["median"], expected=run.expected_order, floor=floor)
+        study.curves.append(GlobalErrorCurve(label=run.label, name=run.name, options=dict(run.options), fit=fit,
+                                             expected_order=run.expected_order, **arrays))
+        if progress is not None:
+            progress()
+    return study

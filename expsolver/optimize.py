@@ -1,0 +1,572 @@
+"""Time grids optimised for one sampler configuration on one problem.
+
+:func:`optimize_timesteps` returns the grid ``t_start = t_0 > t_1 > ... > t_N = t_end`` that minimises the mean
+squared error, against a high-accuracy reference, of exactly the sampler configuration it is given (the
+``sample()`` options), on training states. The solver is differentiated in float64 with torch autograd.
+
+**Parametrisation.** Monotone in the half log-SNR with fixed end points: with free parameters ``theta`` (N of
+them) the ``lam`` increments are ``(lam_end - lam_start) * softmax(theta)``, so
+``lam_i = lam_start + (lam_end - lam_start) * sum_{j<i} softmax(theta)_j``, strictly increasing for any ``theta``.
+
+**Differentiating the solver.** The step rules are the ones :func:`expsolver.sample` uses, run by the same
+:func:`expsolver.sample.integrate` loop, on a problem whose times are the (tensor) ``lam_i`` themselves (``rho =
+lam``; for a VP schedule ``alpha``, ``sigma`` and every step coefficient are analytic functions of ``lam``), so
+autograd sees every coefficient. The model is called at the float time ``t(lam_i)`` through the
+:class:`~expsolver.models.ModelWrapper`; its output is differentiated by autograd in ``x`` and by a one-sided
+finite difference in ``lam`` (step ``1e-6``, one extra model call per evaluation; relative gradient error ~1e-6),
+so any model works, including ones whose time input is not differentiable.
+
+**Training set that represents the tail.** The RMS error users quote is dominated by a few states that end near
+mode boundaries; a small random batch misses them and the grid overfits the bulk. The pool ``x_train`` is
+therefore stratified by the error of a cheap solve (this configuration on the initial standard grid, ``steps``
+NFE per state) at the quantiles ``strata``; each stratum gets a share of the training subset by Neyman
+allocation (proportional to its size times the standard deviation of the cheap squared error in it, at least
+``min_per_stratum``), drawn at random inside the stratum, and every selected state is weighted by
+``(stratum size / pool size) / (number selected in the stratum)``. The weighted mean squared error is then an
+unbiased estimate of the pool's mean squared error, with far less variance from the tail than a random subset.
+
+**Reporting.** ``train`` (the weighted objective on the training subset, i.e. the estimate of the pool error),
+``test`` and ``holdout`` errors are always reported, each for the optimised and the initial grid, by re-running
+the ordinary :func:`~expsolver.sample` on the returned grid (the numbers a user gets). States that never entered
+the optimisation are the only honest measure: ``test`` and ``holdout`` are disjoint from the pool, split off it
+when not given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ._validation import check_bool, check_int, check_positive_float, check_state
+from .grids import SKIP_TYPES, check_grid, time_grid
+from .models import ModelWrapper
+from .phi import phis
+from .problems import SemiLinearProblem, StepCoefficients
+from .reference import reference_solve
+from .sample import _MULTISTEP_PLAN, _make_rule, integrate, sample
+from .schedules import VPSchedule, _softplus
+from .solvers.base import Step
+
+__all__ = ["optimize_timesteps", "OptimizedGrid", "grid_error", "config_label", "solve_on_lams", "OPTIMIZABLE_METHODS"]
+
+OPTIMIZABLE_METHODS = ("multistep", "singlestep", "singlestep_fixed", "unipc")
+_FD_STEP = 1e-6
+# Options of sample() that describe the solver (recorded in the grid's label and config).
+_CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
+                "compat", "variant", "use_corrector", "model_type", "time_input")
+
+
+@dataclass
+class OptimizedGrid:
+    """A time grid optimised for one sampler configuration (see :func:`optimize_timesteps`).
+
+    Attributes
+    ----------
+    timesteps : numpy.ndarray
+        ``steps + 1`` strictly decreasing float64 times from ``t_start`` to ``t_end``: pass as
+        ``sample(..., timesteps=grid.timesteps, **grid.sampler_options)``.
+    lams : numpy.ndarray
+        The half log-SNR at ``timesteps``.
+    config : dict
+        The sampler configuration it was optimised for (resolved ``sample()`` options, ``steps``, ``t_start``,
+        ``t_end``); a grid is only claimed to be good for this configuration.
+    label : str
+        ``config`` in words, e.g. ``"unipc order=3 variant=bh2 use_corrector=True dpmsolver++ steps=10"``.
+    errors : dict
+        ``{"train" | "test" | "holdout": {"rms", "median", "n"}}`` on the optimised grid (train: weighted
+        estimates over the stratified training subset); per-state error is the Euclidean norm of
+        ``x - x_ref``.
+    initial_errors : dict
+        The same on the initial grid.
+    initial_skip_type : str
+        The standard grid the optimisation started from.
+    optimization_time_s : float
+        Wall time of the optimisation proper (stratification, gradient iterations, final evaluation on the
+        training subset); excludes the reference solves.
+    reference_time_s : float
+        Wall time spent computing references (0 when they were given).
+    n_iterations : int
+        Objective evaluations (each a forward and backward pass over the training subset).
+    objective_history : list of float
+        Weighted RMS error after each evaluation.
+    strata : list of dict
+        Per stratum: ``lo``, ``hi`` (cheap-error bounds), ``size`` (in the pool), ``selected``, ``weight``.
+    """
+
+    timesteps: np.ndarray
+    lams: np.ndarray
+    config: dict
+    label: str
+    errors: dict
+    initial_errors: dict
+    initial_skip_type: str
+    optimization_time_s: float
+    reference_time_s: float
+    n_iterations: int
+    objective_history: list = field(default_factory=list)
+    strata: list = field(default_factory=list)
+
+    @property
+    def sampler_options(self) -> dict:
+        """The ``sample()`` options of :attr:`config` (without ``steps``, ``t_start``, ``t_end``)."""
+        return {k: v for k, v in self.config.items() if k in _CONFIG_KEYS and v is not None}
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        out = asdict(self)
+        out["timesteps"] = self.timesteps.tolist()
+        out["lams"] = self.lams.tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OptimizedGrid":
+        data = dict(data)
+        data["timesteps"] = np.asarray(data["timesteps"], dtype=np.float64)
+        data["lams"] = np.asarray(data["lams"], dtype=np.float64)
+        return cls(**data)
+
+
+def config_label(options: dict) -> str:
+    """A short label of a sampler configuration (the keys of ``sample()`` that select the solver)."""
+    parts = [str(options.get("method"))]
+    for key in ("order", "variant", "use_corrector", "solver_type", "algorithm_type", "lower_order_final",
+                "compat", "steps"):
+        if options.get(key) is not None and not (key == "solver_type" and options.get("method") == "unipc"):
+            parts.append(f"{key}={options[key]}")
+    return " ".join(parts)
+
+
+def grid_error(x, ref, weights=None) -> dict:
+    """``{"rms", "median", "n"}`` of the per-state Euclidean errors ``|x_i - ref_i|`` (weighted when given)."""
+    e = (x - ref).reshape(x.shape[0], -1).norm(dim=1).detach().to(torch.float64).cpu().numpy()
+    if weights is None:
+        return dict(rms=float(np.sqrt(np.mean(e**2))), median=float(np.median(e)), n=int(e.shape[0]))
+    w = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(e)
+    cum = np.cumsum(w[order]) / w.sum()
+    return dict(rms=float(np.sqrt(np.sum(w * e**2) / w.sum())),
+                median=float(e[order][np.searchsorted(cum, 0.5)]), n=int(e.shape[0]))
+
+
+class _Phis(torch.autograd.Function):
+    """``[phi_1(z), ..., phi_n(z)]`` of a 0-dim float64 tensor ``z``, evaluated by :func:`expsolver.phi.phis` on
+    the float (one source of the values) with the derivative ``phi_k'(z) = phi_k(z) - k phi_{k+1}(z)`` (from
+    ``phi_k(z) = int_0^1 e^{(1-u) z} u^{k-1}/(k-1)! du``). Much cheaper than differentiating the 30-term series."""
+
+    @staticmethod
+    def forward(ctx, z, n):
+        values = phis(n + 1, float(z))
+        ctx.save_for_backward(torch.tensor(values, dtype=torch.float64))
+        return torch.tensor(values[1:n + 1], dtype=torch.float64)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (values,) = ctx.saved_tensors
+        k = torch.arange(1, len(grad) + 1, dtype=torch.float64)
+        return torch.sum(grad * (values[1:-1] - k * values[2:])), None
+
+
+@dataclass(frozen=True)
+class _GridStepCoefficients(StepCoefficients):
+    """:class:`StepCoefficients` with a 0-dim tensor ``h`` and float ``z``: ``integrals`` via :class:`_Phis`."""
+
+    def integrals(self, n: int) -> list:
+        values = _Phis.apply(self.z * self.h, n)
+        return [self.h ** (j + 1) * values[j] for j in range(n)]
+
+
+class _LamGridODE(SemiLinearProblem):
+    """The diffusion ODE with ``lam`` as its time variable (``rho = t = lam``), differentiable in the grid.
+
+    Same coefficients as :class:`~expsolver.problems.DiffusionODE` (noise form: ``linear = alpha_t/alpha_s``,
+    ``scale = -sigma_t``, ``z = 1``; data form: ``sigma_t/sigma_s``, ``alpha_t``, ``z = -1``), written in ``lam``
+    with ``log alpha = -softplus(-2 lam)/2``, ``log sigma = -softplus(2 lam)/2``, so they accept 0-dim tensors.
+    """
+
+    def __init__(self, schedule, wrapper: ModelWrapper, prediction: str, endpoints: dict):
+        self.schedule = schedule
+        self.model = wrapper
+        self.prediction = prediction
+        self._endpoints = endpoints  # lam (float) -> exact time, so the end points hit t_start, t_end exactly
+
+    @property
+    def nfe(self) -> int:
+        return self.model.nfe
+
+    def rho(self, t):
+        return t
+
+    def t_of_rho(self, rho):
+        return rho
+
+    @staticmethod
+    def _logs(lam):
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        return -0.5 * _softplus(-2.0 * lam), -0.5 * _softplus(2.0 * lam)  # log alpha, log sigma
+
+    def coefficients(self, s, t) -> StepCoefficients:
+        la_s, ls_s = self._logs(s)
+        la_t, ls_t = self._logs(t)
+        h = t - s
+        if self.prediction == "noise":
+            return _GridStepCoefficients(h, torch.exp(la_t - la_s), -torch.exp(ls_t), 1.0)
+        return _GridStepCoefficients(h, torch.exp(ls_t - ls_s), torch.exp(la_t), -1.0)
+
+    def _value(self, x, lam: float):
+        t = self._endpoints.get(lam)
+        if t is None:
+            t = self.schedule.lam_inverse_float(lam)
+        alpha, sigma = math.exp(-0.5 * _softplus_float(-2.0 * lam)), math.exp(-0.5 * _softplus_float(2.0 * lam))
+        if self.prediction == "noise":
+            return self.model.eps(x, t, alpha, sigma)
+        return self.model.data(x, t, alpha, sigma)
+
+    def nonlinear(self, x, t):
+        lam = float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
+        n = self._value(x, lam)
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            # d N / d lam at fixed x, by a one-sided difference: the model's time input need not be differentiable.
+            with torch.no_grad():
+                delta = _FD_STEP * max(1.0, abs(lam))
+                slope = (self._value(x.detach(), lam + delta) - n.detach()) / delta
+            n = n + (t - t.detach()).to(n.dtype) * slope
+        return n
+
+    def data_at(self, x, lam: float):
+        """The data prediction at a fixed ``lam`` (``denoise_to_zero``)."""
+        saved, self.prediction = self.prediction, "data"
+        try:
+            return self._value(x, lam)
+        finally:
+            self.prediction = saved
+
+
+def _softplus_float(z: float) -> float:
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+def _lams(theta: torch.Tensor, lam_start: float, lam_end: float) -> list:
+    """``[lam_0, ..., lam_N]`` (0-dim float64 tensors) from the free parameters: see the module docstring."""
+    inner = lam_start + (lam_end - lam_start) * torch.cumsum(torch.softmax(theta, 0), 0)[:-1]
+    start = torch.tensor(lam_start, dtype=torch.float64)
+    end = torch.tensor(lam_end, dtype=torch.float64)
+    return [start] + list(inner.unbind(0)) + [end]
+
+
+def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_test=None, x_holdout=None,
+                       ref_train=None, ref_test=None, ref_holdout=None, n_train=256, strata=(0.5, 0.8, 0.95),
+                       min_per_stratum=16, init="best", max_iter=200, max_time=45.0, split=(0.2, 0.2), seed=0,
+                       reference_tol=1e-9, error_cap=None, verbose=False, **sampler_options) -> OptimizedGrid:
+    """Optimise the time grid of one sampler configuration on training states (see the module docstring).
+
+    Minimises the weighted mean squared error ``sum_i w_i |x_i(grid) - x_ref_i|^2`` over the stratified training
+    subset (weights sum to one: an unbiased estimate of the pool's mean squared error) with L-BFGS (strong Wolfe
+    line search) on the softmax parametrisation of the ``lam`` increments, end points fixed, autograd through the
+    float64 solver. Returns the best grid seen.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)`` as for :func:`expsolver.sample`.
+    schedule : VPSchedule
+    x_train : torch.Tensor, shape (pool, *dims)
+        The pool of states at ``t_start`` from which the training subset is drawn (thousands: it must fill every
+        stratum). When ``x_test`` / ``x_holdout`` are not given, fractions ``split`` of the pool are set aside
+        for them first (seeded random split).
+    steps : int
+        Number of grid intervals (``>= 1``; for the one-NFE-per-step methods, the NFE).
+    t_start, t_end : float
+        The fixed end points, ``t_end < t_start``.
+    x_test, x_holdout : torch.Tensor, optional
+        Independent evaluation states (never used in the optimisation).
+    ref_train, ref_test, ref_holdout : torch.Tensor, optional
+        Reference end states of ``x_train`` (the whole pool), ``x_test``, ``x_holdout``; computed with
+        :func:`expsolver.reference_solve` (DOP853 in ``lam``, ``rtol = atol = reference_tol``) when not given.
+        Must be given for models that are not continuous-time noise predictions.
+    n_train : int
+        Size of the training subset.
+    strata : tuple of float
+        Increasing quantiles in (0, 1) of the cheap error that bound the strata.
+    min_per_stratum : int
+        Smallest number of training states drawn from a stratum.
+    init : "best", a skip type or a sequence of times
+        Initial grid: the standard grid (``logSNR``, ``time_uniform``, ``time_quadratic``, ``karras``) with the
+        smallest pool error for this configuration, a named one, or an explicit grid.
+    max_iter : int
+        Largest number of objective evaluations.
+    max_time : float
+        Wall-time budget of the gradient iterations in seconds.
+    split : (float, float)
+        Fractions of the pool set aside as test and holdout when those are not given.
+    seed : int
+        Seed of the split and the stratified draw.
+    reference_tol : float
+    verbose : bool
+        Print the objective as it goes.
+    **sampler_options
+        Options of :func:`expsolver.sample` that select the solver (``method``, ``order``, ``algorithm_type``,
+        ``solver_type``, ``lower_order_final``, ``variant``, ``use_corrector``, ``compat``, ``denoise_to_zero``,
+        ``model_type``, ``time_input``), validated by ``sample()`` itself. ``method`` must be one of
+        :data:`OPTIMIZABLE_METHODS` (adaptive methods choose their own grid; DEIS interpolates in ``t``, which
+        this differentiable path does not model; stochastic samplers are excluded).
+
+    Returns
+    -------
+    OptimizedGrid
+        Its ``timesteps`` pass :func:`expsolver.check_grid`; ``config``/``label`` name the configuration.
+
+    Raises
+    ------
+    TypeError
+        Unknown sampler option (from ``sample()``), wrong argument types.
+    ValueError
+        ``steps < 1`` (or ``< order`` for multistep methods), a pool too small for the strata and ``n_train``,
+        invalid sampler options, an unsupported method, ``timesteps``/``skip_type`` among the sampler options
+        (this function chooses the grid), mismatched reference shapes.
+    """
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
+    steps = check_int(steps, "steps", minimum=1)
+    t_start = schedule.check_time(t_start, "t_start")
+    t_end = schedule.check_time(t_end, "t_end")
+    if not t_end < t_start:
+        raise ValueError(f"t_end must be < t_start, got t_start={t_start!r}, t_end={t_end!r}")
+    for key in ("timesteps", "skip_type", "steps", "return_intermediates", "check_finite", "generator", "noise"):
+        if key in sampler_options:
+            raise ValueError(f"{key} cannot be a sampler option of optimize_timesteps (it chooses the grid and "
+                             f"runs the sampler itself); got {key}={sampler_options[key]!r}")
+    method = sampler_options.get("method", "multistep")
+    if method not in OPTIMIZABLE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, OPTIMIZABLE_METHODS))} for "
+                         f"optimize_timesteps; got {method!r}")
+    if str(sampler_options.get("algorithm_type", "dpmsolver++")).startswith("sde-"):
+        raise ValueError(f"stochastic samplers cannot be optimised, got algorithm_type="
+                         f"{sampler_options['algorithm_type']!r}")
+    x_train = check_state(x_train, "x_train")
+    n_train = check_int(n_train, "n_train", minimum=2)
+    min_per_stratum = check_int(min_per_stratum, "min_per_stratum", minimum=1)
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    max_time = check_positive_float(max_time, "max_time")
+    reference_tol = check_positive_float(reference_tol, "reference_tol")
+    seed = check_int(seed, "seed")
+    verbose = check_bool(verbose, "verbose")
+    strata = tuple(float(q) for q in strata)
+    if not strata or any(not 0.0 < q < 1.0 for q in strata) or any(np.diff(strata) <= 0):
+        raise ValueError(f"strata must be increasing quantiles in (0, 1), got {strata!r}")
+    if min_per_stratum * (len(strata) + 1) > n_train:
+        raise ValueError(f"n_train={n_train} cannot give min_per_stratum={min_per_stratum} states to each of "
+                         f"{len(strata) + 1} strata")
+
+    gen = torch.Generator().manual_seed(seed)
+    x_pool, ref_pool = x_train, ref_train
+    if ref_pool is not None and ref_pool.shape != x_pool.shape:
+        raise ValueError(f"ref_train must have the shape of x_train {tuple(x_pool.shape)}, got {tuple(ref_pool.shape)}")
+    if (x_test is None) != (x_holdout is None):
+        raise ValueError("give both x_test and x_holdout, or neither (then they are split off x_train)")
+    if x_test is None:
+        if ref_test is not None or ref_holdout is not None:
+            raise ValueError("ref_test / ref_holdout were given without x_test / x_holdout")
+        f_test, f_hold = (float(v) for v in split)
+        if not (0 < f_test and 0 < f_hold and f_test + f_hold < 1):
+            raise ValueError(f"split must be two positive fractions with sum < 1, got {split!r}")
+        perm = torch.randperm(x_pool.shape[0], generator=gen)
+        n_test, n_hold = int(f_test * len(perm)), int(f_hold * len(perm))
+        idx_test, idx_hold, idx_fit = perm[:n_test], perm[n_test:n_test + n_hold], perm[n_test + n_hold:]
+        x_test, x_holdout, x_pool = x_pool[idx_test], x_pool[idx_hold], x_pool[idx_fit]
+        if ref_pool is not None:
+            ref_test, ref_holdout, ref_pool = ref_pool[idx_test], ref_pool[idx_hold], ref_pool[idx_fit]
+    x_test, x_holdout = check_state(x_test, "x_test"), check_state(x_holdout, "x_holdout")
+    for name, xs, refs in (("ref_test", x_test, ref_test), ("ref_holdout", x_holdout, ref_holdout)):
+        if refs is not None and refs.shape != xs.shape:
+            raise ValueError(f"{name} must have shape {tuple(xs.shape)}, got {tuple(refs.shape)}")
+
+    # Validate the sampler options with the real driver (and learn the plan's orders) on the initial grid.
+    init_grids = _initial_grids(schedule, init, t_start, t_end, steps)
+    probe = sample(model, schedule, x_pool[:1], timesteps=next(iter(init_grids.values())), **sampler_options)
+    options = dict(probe.options)
+    if options["method"] in _MULTISTEP_PLAN or options["method"] == "singlestep_fixed":
+        pass  # sample() has already checked steps >= order
+    min_pool = int(math.ceil(min_per_stratum / (1.0 - strata[-1])))
+    if x_pool.shape[0] < max(n_train, min_pool):
+        raise ValueError(f"the training pool has {x_pool.shape[0]} states; the strata {strata!r} with "
+                         f"min_per_stratum={min_per_stratum} and n_train={n_train} need at least "
+                         f"{max(n_train, min_pool)}")
+
+    # References (the one expensive, configuration-independent part: pass them in to reuse across grids).
+    t0 = time.perf_counter()
+    refs = {}
+    for name, xs, given in (("pool", x_pool, ref_pool), ("test", x_test, ref_test), ("holdout", x_holdout, ref_holdout)):
+        if given is None:
+            if options.get("model_type", "noise") != "noise" or sampler_options.get("time_input", "continuous") != "continuous":
+                raise ValueError("references must be given (ref_train, ref_test, ref_holdout) for a model that is not "
+                                 "a continuous-time noise prediction")
+            result = reference_solve(model, schedule, xs, t_start, t_end, rtol=reference_tol, atol=reference_tol)
+            if not result.success:
+                raise RuntimeError(f"the reference solve of the {name} states failed: {result.message}")
+            given = result.x
+        refs[name] = given.to(torch.float64)
+    reference_time = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    run = lambda xs, ts: sample(model, schedule, xs, timesteps=ts, **sampler_options).x  # noqa: E731
+    # Initial grid: the best standard grid on the pool (cheap: steps NFE per state and grid).
+    pool64 = x_pool.to(torch.float64)
+    init_errors = {}
+    for name, ts in init_grids.items():
+        init_errors[name] = (run(pool64, ts) - refs["pool"]).reshape(len(pool64), -1).norm(dim=1).numpy()
+    init_name = min(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
+    init_ts = init_grids[init_name]
+
+    # Stratify the pool by the cheap error, Neyman allocation, unbiased weights.
+    e0 = init_errors[init_name]
+    edges = np.quantile(e0, strata)
+    labels = np.searchsorted(edges, e0, side="left")
+    sizes = np.array([(labels == k).sum() for k in range(len(strata) + 1)])
+    spread = np.array([np.std(e0[labels == k] ** 2) if sizes[k] > 1 else 0.0 for k in range(len(sizes))])
+    alloc = _allocate(n_train, sizes, spread, min_per_stratum)
+    rng = np.random.default_rng(seed)
+    chosen, weights, strata_info = [], [], []
+    bounds = np.concatenate([[0.0], edges, [np.inf]])
+    for k, n_k in enumerate(alloc):
+        members = np.flatnonzero(labels == k)
+        if len(members) < n_k:
+            raise ValueError(f"stratum {k} of the pool has {len(members)} states, fewer than the {n_k} to draw; "
+                             f"pass a larger x_train pool or a smaller n_train")
+        pick = rng.choice(members, size=n_k, replace=False)
+        w = (len(members) / len(e0)) / n_k
+        chosen.append(pick)
+        weights.append(np.full(n_k, w))
+        strata_info.append(dict(lo=float(bounds[k]), hi=float(bounds[k + 1]), size=int(len(members)),
+                                selected=int(n_k), weight=float(w)))
+    chosen = np.concatenate(chosen)
+    w_np = np.concatenate(weights)
+    x_fit, ref_fit = pool64[chosen], refs["pool"][chosen]
+    w_fit = torch.as_tensor(w_np, dtype=torch.float64)
+
+    # The differentiable solve.
+    lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
+    orders = list(probe.orders)
+
+    time_input = sampler_options.get("time_input", "continuous")
+
+    def solve(theta):
+        return solve_on_lams(model, schedule, x_fit, _lams(theta, lam_start, lam_end), orders, options,
+                             {lam_start: t_start, lam_end: t_end}, time_input)
+
+    init_lams = schedule.lams_of(init_ts)
+    inc = np.diff(init_lams) / (lam_end - lam_start)
+    theta = torch.tensor(np.log(inc), dtype=torch.float64, requires_grad=True)
+    history, best = [], [math.inf, theta.detach().clone()]
+
+    def closure():
+        optimizer.zero_grad()
+        x = solve(theta)
+        sq = ((x - ref_fit) ** 2).reshape(len(x), -1).sum(1)
+        mse = torch.sum(w_fit * sq)
+        loss = torch.log(mse if error_cap is None else torch.sum(w_fit * torch.clamp(sq, max=error_cap**2)))
+        if not torch.isfinite(loss):
+            raise FloatingPointError("non-finite objective")
+        loss.backward()
+        rms = math.sqrt(float(mse.detach()))
+        history.append(rms)
+        if rms < best[0]:
+            best[0], best[1] = rms, theta.detach().clone()
+        if verbose:
+            print(f"  eval {len(history):4d}  weighted RMS {rms:.5g}")
+        return loss
+
+    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=10, history_size=20, tolerance_grad=1e-10,
+                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    t_iter = time.perf_counter()
+    while len(history) < max_iter and time.perf_counter() - t_iter < max_time:
+        n_before = len(history)
+        try:
+            optimizer.step(closure)
+        except FloatingPointError:
+            break
+        if len(history) == n_before + 1 and len(history) > 1:
+            break  # converged: L-BFGS made no progress beyond its first evaluation
+    lams_opt = np.array([float(v) for v in _lams(best[1], lam_start, lam_end)])
+    ts_opt = np.array([schedule.lam_inverse_float(float(v)) for v in lams_opt])
+    ts_opt[0], ts_opt[-1] = t_start, t_end
+    ts_opt = check_grid(schedule, ts_opt)
+
+    errors = {"train": grid_error(run(x_fit, ts_opt), ref_fit, w_np)}
+    initial = {"train": grid_error(run(x_fit, init_ts), ref_fit, w_np)}
+    optimization_time = time.perf_counter() - t0
+    for name, xs in (("test", x_test), ("holdout", x_holdout)):
+        xs64 = xs.to(torch.float64)
+        errors[name] = grid_error(run(xs64, ts_opt), refs[name])
+        initial[name] = grid_error(run(xs64, init_ts), refs[name])
+    config = {k: options.get(k) for k in _CONFIG_KEYS if k in options}
+    config.update(steps=steps, t_start=t_start, t_end=t_end, time_input=sampler_options.get("time_input", "continuous"))
+    return OptimizedGrid(timesteps=ts_opt, lams=schedule.lams_of(ts_opt), config=config, label=config_label(config),
+                         errors=errors, initial_errors=initial, initial_skip_type=init_name,
+                         optimization_time_s=optimization_time, reference_time_s=reference_time,
+                         n_iterations=len(history), objective_history=history, strata=strata_info)
+
+
+def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous"):
+    """Run the sampler of ``options`` (resolved ``sample()`` options) on the grid ``lams`` (a list of 0-dim
+    float64 tensors, increasing), differentiably: the same step rules and loop as :func:`expsolver.sample`.
+
+    ``orders[i]`` is the order of step ``i`` (as ``sample()`` plans it); ``endpoints`` maps the float value of the
+    fixed end points' ``lam`` to their exact times. Returns the final state (with ``denoise_to_zero``, the data
+    prediction there); gradients flow to every ``lam_i`` that requires them.
+    """
+    wrapper = ModelWrapper(model, schedule, model_type=options.get("model_type", "noise"), time_input=time_input,
+                           check_finite=False)
+    prediction = "noise" if options["algorithm_type"] == "dpmsolver" else "data"
+    problem = _LamGridODE(schedule, wrapper, prediction, endpoints)
+    rule = _make_rule(options["method"], options["order"], options["solver_type"], options["compat"],
+                      options.get("variant"), options.get("use_corrector"))
+    plan = [Step(i, lams[i], lams[i + 1], orders[i]) for i in range(len(lams) - 1)]
+    with torch.enable_grad():
+        x = integrate(problem, rule, plan, x, check_finite=False)
+        if options["denoise_to_zero"]:
+            x = problem.data_at(x, float(lams[-1]))
+    return x
+
+
+def _initial_grids(schedule, init, t_start, t_end, steps) -> dict:
+    if isinstance(init, str) and init == "best":
+        return {name: time_grid(schedule, name, t_start, t_end, steps) for name in SKIP_TYPES}
+    if isinstance(init, str):
+        if init not in SKIP_TYPES:
+            raise ValueError(f"init must be 'best', one of {', '.join(map(repr, SKIP_TYPES))} or a grid; got {init!r}")
+        return {init: time_grid(schedule, init, t_start, t_end, steps)}
+    ts = check_grid(schedule, init, "init")
+    if len(ts) != steps + 1 or abs(ts[0] - t_start) > 1e-12 or abs(ts[-1] - t_end) > 1e-12:
+        raise ValueError(f"init must have steps + 1 = {steps + 1} times from t_start to t_end, got {len(ts)} times "
+                         f"from {ts[0]!r} to {ts[-1]!r}")
+    ts[0], ts[-1] = t_start, t_end
+    return {"given": ts}
+
+
+def _allocate(n_train, sizes, spread, minimum) -> list:
+    """Neyman allocation ``n_k ~ size_k * spread_k``, at least ``minimum`` and at most ``size_k`` per stratum,
+    summing to ``n_train`` (water-filling; largest remainders)."""
+    sizes = np.asarray(sizes, dtype=int)
+    if np.any(sizes < minimum) or sizes.sum() < n_train:
+        raise ValueError(f"the pool's strata have sizes {sizes.tolist()}: each needs >= {minimum} states and "
+                         f"together >= n_train={n_train}; pass a larger x_train pool or a smaller n_train")
+    score = np.asarray(sizes * spread, dtype=np.float64)
+    if score.sum() <= 0:
+        score = sizes.astype(np.float64)
+    alloc = np.full(len(sizes), minimum, dtype=int)
+    while alloc.sum() < n_train:
+        open_ = alloc < sizes
+        free = n_train - alloc.sum()
+        weights = np.where(open_, score, 0.0)
+        if weights.sum() <= 0:
+            weights = open_.astype(np.float64)
+        raw = np.minimum(free * weights / weights.sum(), sizes - alloc)
+        add = np.floor(raw).astype(int)
+        if add.sum() == 0:  # hand out single states by largest remainder
+            add[np.argmax(np.where(open_, raw, -1.0))] = 1
+        alloc += add
+    return [int(a) for a in alloc]

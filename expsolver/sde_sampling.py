@@ -1,0 +1,109 @@
+"""Reverse-SDE baselines in ``t``: Euler-Maruyama and the DDPM ancestral step (seed eq. (7)).
+
+The exponential SDE solvers (SDE-DPM-Solver++, SDE-DPM-Solver) run through :func:`expsolver.sample` with
+``algorithm_type="sde-dpmsolver++"`` / ``"sde-dpmsolver"``; this module is the front door of the classical
+baselines, sharing the driver's grid, plan and loop (:func:`expsolver.sample.integrate`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._validation import check_bool, check_choice, check_int, check_state, reject_unknown_kwargs
+from .brownian import noise_source
+from .grids import SKIP_TYPES, check_grid
+from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
+from .sample import SampleResult, default_t_end, integrate, plan_steps
+from .schedules import VPSchedule
+from .solvers.sde import DDPMAncestral, EulerMaruyama, ReverseDiffusionSDE
+
+__all__ = ["reverse_sde_sample", "SDE_SCHEMES"]
+
+#: Schemes of :func:`reverse_sde_sample`.
+SDE_SCHEMES = {"euler_maruyama": EulerMaruyama, "ddpm_ancestral": DDPMAncestral}
+
+
+def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, scheme="euler_maruyama",
+                       skip_type="time_uniform", timesteps=None, generator=None, noise=None, model_type="noise",
+                       time_input="continuous", denoise_to_zero=False, return_intermediates=False,
+                       check_finite=True, **kwargs) -> SampleResult:
+    """Sample by discretising the reverse SDE (seed eq. (7)) from ``t_start`` down to ``t_end``.
+
+    ``dx = [f(t) x + g^2(t)/sigma_t eps_theta(x, t)] dt + g(t) dw_bar``:
+
+    * ``scheme="euler_maruyama"``: ``x_t = x_s + (t - s) drift(s, x_s) + g(s) sqrt(s - t) z`` (noise integrated
+      in ``t``); strong and weak order 1 in the step size (additive noise);
+    * ``scheme="ddpm_ancestral"``: the DDPM ancestral step with the posterior variance (Ho et al. 2020, Alg. 2),
+      identical to SDE-DPM-Solver++1 (:mod:`expsolver.solvers.sde`; noise integrated in ``lam``).
+
+    One model call per step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)``, ``t`` of shape ``(batch,)``, returning the prediction named by ``model_type``.
+    schedule : VPSchedule
+    x : torch.Tensor
+        State at ``t_start`` (e.g. ``N(0, I)`` samples), shape ``(batch, *dims)``.
+    steps : int
+        Number of steps (``>= 1``); required unless ``timesteps`` is given.
+    t_start, t_end : float, optional
+        Default ``schedule.T`` and the driver's default end time.
+    scheme : {"euler_maruyama", "ddpm_ancestral"}
+    skip_type : {"time_uniform", "logSNR", "time_quadratic", "karras"}
+    timesteps : sequence of float, optional
+        Explicit strictly decreasing grid.
+    generator : torch.Generator or list of torch.Generator, optional
+        On ``x``'s device; a list holds one generator per sample (batch-independent noise).
+    noise : torch.Tensor or BrownianPath, optional
+        Standard normals ``(steps, *x.shape)`` or a coupled path (variable ``"t"`` for Euler-Maruyama, ``"lam"``
+        with rate -1 for the DDPM step).
+    model_type, time_input, denoise_to_zero, return_intermediates, check_finite
+        As in :func:`expsolver.sample`.
+
+    Returns
+    -------
+    SampleResult
+        ``nfe`` = model calls made (``steps``, plus one with ``denoise_to_zero``).
+    """
+    reject_unknown_kwargs(kwargs, "reverse_sde_sample")
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
+    check_state(x, "x")
+    scheme = check_choice(scheme, "scheme", tuple(SDE_SCHEMES))
+    skip_type = check_choice(skip_type, "skip_type", SKIP_TYPES)
+    check_choice(model_type, "model_type", MODEL_TYPES)
+    check_choice(time_input, "time_input", TIME_INPUTS)
+    denoise_to_zero = check_bool(denoise_to_zero, "denoise_to_zero")
+    return_intermediates = check_bool(return_intermediates, "return_intermediates")
+    check_finite = check_bool(check_finite, "check_finite")
+    if timesteps is not None:
+        timesteps = check_grid(schedule, timesteps)
+        t_start, t_end, steps = float(timesteps[0]), float(timesteps[-1]), len(timesteps) - 1
+    elif steps is None:
+        raise TypeError("reverse_sde_sample() needs steps= (an int >= 1) or timesteps=")
+    steps = check_int(steps, "steps", minimum=1)
+    t_start = schedule.T if t_start is None else schedule.check_time(t_start, "t_start")
+    t_end = default_t_end(schedule) if t_end is None else schedule.check_time(t_end, "t_end")
+    if not t_end < t_start:
+        raise ValueError(f"t_end must be in (0, t_start={t_start!r}), got t_end={t_end!r}")
+
+    plan = plan_steps("singlestep_fixed", schedule, steps, 1, skip_type, t_start, t_end, False, None, timesteps)
+    source = noise_source(noise, generator, x, len(plan))
+    wrapper = ModelWrapper(model, schedule, model_type=model_type, time_input=time_input, check_finite=check_finite)
+    problem = ReverseDiffusionSDE(schedule, wrapper, "noise")
+    rule = SDE_SCHEMES[scheme](source)
+    intermediates = [x] if return_intermediates else None
+    with torch.no_grad():
+        x = integrate(problem, rule, plan, x, check_finite, intermediates)
+        if denoise_to_zero:
+            wrapper.step_index = None
+            _, _, alpha, sigma = problem.point(t_end)
+            x = wrapper.data(x, t_end, alpha, sigma)
+            if intermediates is not None:
+                intermediates.append(x)
+    options = dict(steps=steps, t_start=t_start, t_end=t_end, scheme=scheme, skip_type=skip_type,
+                   model_type=model_type, denoise_to_zero=denoise_to_zero)
+    return SampleResult(x=x, nfe=wrapper.nfe, timesteps=np.array([plan[0].s] + [st.t for st in plan]),
+                        orders=[1] * len(plan), intermediates=intermediates, options=options)

@@ -1,0 +1,107 @@
+"""The benchmark (analysis/benchmark.py) runs at tiny sizes and reports every section; no timing assertions.
+
+Runtime: about 5 s on an idle 2-core machine (the ``--quick`` run; most of it is the reference section).
+"""
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.benchmark import (OVERHEAD_METHODS, TOLERANCE_LADDER, BenchmarkResult, build_parser, config_for, main,
+                                naive_eps, random_mixture)
+from analysis.results import load_result
+from expsolver import VPDiscrete, VPLinear
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+        result = main(["--quick", "--out", str(out), "--figs", "skip", "--threads", "1", "--repeats", "1"])
+    return result, printed.getvalue(), out
+
+
+def test_quick_run_prints_every_table(quick_run):
+    _, printed, _ = quick_run
+    for heading in ("## 1. Solver overhead", "## 2. Exact-oracle throughput", "## 3. Reference cost",
+                    "Default `reference_solve`", "## 4. End to end", "Machine: "):
+        assert heading in printed
+    assert "| linear | multistep | float64 | 1 | 20 |" in printed
+
+
+def test_json_round_trip_and_structure(quick_run):
+    result, _, out = quick_run
+    payload = json.loads(out.read_text())
+    assert payload["format"] == "expsolver-result/1" and payload["data"]["__type__"] == "BenchmarkResult"
+    loaded = load_result(str(out))
+    assert isinstance(loaded, BenchmarkResult)
+    assert loaded.config == result.config and loaded.machine == result.machine
+    assert loaded.machine["cores"] >= 1 and "cpu" in loaded.machine and "load_average_1_5_15min" in loaded.machine
+
+
+def test_overhead_rows_cover_the_grid(quick_run):
+    result, _, _ = quick_run
+    cfg = result.config
+    keys = {(r.schedule, r.method, r.dtype, r.threads) for r in result.overhead}
+    assert keys == {(s, m, d, 1) for s in ("linear", "discrete") for m in OVERHEAD_METHODS
+                    for d in ("float64", "float32")}
+    for row in result.overhead:
+        assert row.nfe == cfg.overhead_steps == 20 and row.n == cfg.overhead_samples
+        assert (row.d, row.K) == (16, 4)
+        assert len(row.sample_times) == len(row.oracle_times) == cfg.repeats
+        assert row.sample_s > 0 and row.oracle_s > 0 and math.isclose(row.ratio, row.sample_s / row.oracle_s)
+
+
+def test_oracle_rows_agree_with_the_naive_baseline(quick_run):
+    result, _, _ = quick_run
+    assert [(r.N, r.d, r.K) for r in result.oracle] == list(result.config.oracle_grid)
+    for row in result.oracle:
+        assert row.max_abs_diff <= 1e-10, row
+        assert row.fast_evals_per_s > 0 and row.naive_evals_per_s > 0
+
+
+def test_reference_rows_and_default_check(quick_run):
+    result, _, _ = quick_run
+    assert len(result.reference) == 1
+    row = result.reference[0]
+    assert (row.target, row.backend, row.method, row.variable) == ("2d", "torchdiffeq", "dopri5", "lambda")
+    assert row.tried and all(entry[0] in TOLERANCE_LADDER for entry in row.tried)
+    if row.reached:  # the loosest tolerance tried that reached 1e-9, and the next looser one did not
+        assert row.error <= 1e-9 and row.nfe > 0
+        looser = [e for e in row.tried if e[0] > row.tol]
+        assert all(e[3] > 1e-9 for e in looser)
+    (check,) = result.reference_default
+    assert check.target == "2d" and check.nfe > 0 and check.truth_nfe > 0 and check.truth_crosscheck < 1e-9
+    assert check.ok == (check.error <= 1e-9 and check.nfe <= check.budget)
+
+
+def test_end_to_end_rows(quick_run):
+    result, _, _ = quick_run
+    names = [r.name for r in result.end_to_end]
+    assert names == ["figures", "test suite (-m 'not slow')"]
+    assert all(r.seconds is None and r.note for r in result.end_to_end)  # skipped / not requested
+
+
+@pytest.mark.parametrize("schedule", [VPLinear(), VPDiscrete(betas=np.linspace(1e-4, 0.02, 1000))],
+                         ids=["linear", "discrete"])
+def test_naive_baseline_is_the_exact_eps(schedule):
+    mixture = random_mixture(5, 3, seed=1)
+    x = torch.randn(50, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for t in (0.01, 0.3, 1.0):
+        assert torch.allclose(naive_eps(mixture, x, t, schedule), mixture.eps(x, t, schedule), rtol=0, atol=1e-12)
+
+
+def test_cli_validation():
+    parser = build_parser()
+    assert parser.parse_args(["--threads", "1,all"]).threads[0] == 1
+    for bad in (["--threads", "0"], ["--threads", "two"], ["--sections", "overhead,nope"], ["--figs", "maybe"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    assert config_for(True).quick and not config_for(False).quick
+    assert config_for(False).oracle_grid[-1] == (100_000, 64, 16) and config_for(False).overhead_samples == 10_000
