@@ -1,12 +1,11 @@
 """Studies that produce data: local and global error, order estimation, work-precision, results I/O.
 
 Layering (DESIGN.md Sec. 3): ``expsolver`` <- ``analysis`` <- ``paper_figs``. Nothing here plots except
-:mod:`analysis.style`, which imports matplotlib lazily.
+:mod:`analysis.style` (``from analysis.style import style``), which imports matplotlib lazily.
 """
 
 from .order import OrderFit, fit_order
-from .style import style
 from .targets import T_END, T_START, TARGETS, get_target, standard_schedule, target_16d, target_2d
 
-__all__ = ["OrderFit", "fit_order", "style", "target_2d", "target_16d", "standard_schedule", "TARGETS",
+__all__ = ["OrderFit", "fit_order", "target_2d", "target_16d", "standard_schedule", "TARGETS",
            "get_target", "T_START", "T_END"]

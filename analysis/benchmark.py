@@ -732,9 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run of a few seconds)")
     parser.add_argument("--out", default="benchmark.json", help="JSON file for the results")
     parser.add_argument("--threads", type=_parse_threads, default=None,
-                        help="comma-separated torch thread counts, 'all' = every core (default: 1,all; quick: 1)")
-    parser.add_argument("--repeats", type=int, default=None, help="repetitions per timing (default 5; quick 2)")
-    parser.add_argument("--sections", type=_parse_sections, default=SECTIONS,
+                        help="comma-separated torch thread counts, 'all' = every core (None: 1,all; --quick: 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="repetitions per timing (None: 5; --quick: 2)")
+    parser.add_argument("--sections", type=_parse_sections, default=",".join(SECTIONS),
                         help="comma-separated subset of " + ",".join(SECTIONS))
     parser.add_argument("--figs", choices=("quick", "full", "skip"), default="quick",
                         help="time 'python -m paper_figs --quick' or the full 'python -m paper_figs' (several "

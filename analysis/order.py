@@ -45,6 +45,7 @@ from .results import result_type
 __all__ = ["OrderFit", "fit_order", "t_quantile", "t_quantile_975", "t_tail"]
 
 _Z975 = 1.959963984540054
+_MAX_BONFERRONI = 20  # see fit_order: caps the correction for long data sets
 # Two-sided 95 % Student-t quantiles t_{0.975, nu} for nu = 1..30 (the common case, exact to 1e-9).
 _T975 = (12.706204736, 4.30265273, 3.182446305, 2.776445105, 2.570581836, 2.446911851, 2.364624252,
          2.306004135, 2.262157163, 2.228138852, 2.20098516, 2.17881283, 2.160368656, 2.144786688, 2.131449546,
@@ -302,7 +303,7 @@ def fit_order(step_sizes, errors, *, min_points: int = 3, expected: float | None
                    "no consistent window has a simultaneous 95% CI half-width <= {ci} (too noisy)")
     # Bonferroni: every contiguous window of >= min_points points is a candidate.
     n_candidates = (n - min_points + 1) * (n - min_points + 2) // 2
-    p_simultaneous = 1.0 - 0.025 / n_candidates
+    p_simultaneous = 1.0 - 0.025 / min(n_candidates, _MAX_BONFERRONI)
     best_stage = 0
     candidates = []  # (start, stop, slope, intercept, 95% half-width, rms residual)
     for start in range(n - min_points + 1):

@@ -23,9 +23,12 @@ terms of order ``h^2`` are (i) the drift Taylor term ``h^2/2 E[grad u . L b]``, 
 reproduces only up to ``+h^2/2 c^2 E[grad^2 u : grad b]``, because ``b_{s-1}`` is conditioned on the *past*
 (the time-reversed dynamics, integrate by parts against the marginal), and (ii) the covariance of the Brownian
 increment with the iterated integral, ``E[dB int (B - B_s)] = h^2/2``, which the scheme lacks: ``-h^2/2 c^2
-E[grad^2 u : grad b]``. The two cancel, so the global weak error is ``O(h^2)`` (the stochastic Adams-Bashforth
-structure; Ewald & Temam 2005 analyse the same cancellation). The one-step schemes have the ``(ii)`` defect and
-an ``O(h^2)`` drift defect: weak order 1.
+E[grad^2 u : grad b]``. The two cancel, so the global weak error is ``O(h^2)``. (This is a derivation sketch,
+not a proof; the measurements below confirm it.) The one-step schemes have the ``(ii)`` defect and an ``O(h^2)``
+drift defect: weak order 1. On *Gaussian* data SDE-DPM-Solver-1's ``O(h)`` covariance error is proportional to
+``sigma^2/alpha^2`` at ``t_end`` (in ``y = x/alpha`` the local variance defects, propagated to ``t_end``, sum to
+``h (sigma_end/alpha_end)^2`` to leading order), so at ``t_end = 1e-3`` only its ``O(h^2)`` term is visible;
+at ``t_end = 0.5`` it shows first order (tests).
 
 Measurements (all on :class:`~expsolver.brownian.BrownianPath` coupled paths, float64, fixed seeds):
 

@@ -101,6 +101,8 @@ class ModelWrapper:
         if self.model_type == "v":
             return alpha * x - sigma * self._call(x, t)
         eps = self.eps(x, t, alpha, sigma)
+        if isinstance(alpha, torch.Tensor) or isinstance(sigma, torch.Tensor):  # e.g. differentiable coefficients
+            return (x - sigma * eps) / alpha
         # Two passes over the state: x - sigma eps (one fused kernel), then a product with the float64 scalar
         # 1/alpha (a division costs about twice a product on CPU). The model's output is never modified.
         inv_alpha = 1.0 / alpha

@@ -25,6 +25,11 @@ allocation (proportional to its size times the standard deviation of the cheap s
 ``(stratum size / pool size) / (number selected in the stratum)``. The weighted mean squared error is then an
 unbiased estimate of the pool's mean squared error, with far less variance from the tail than a random subset.
 
+**Robust objective and early stopping.** The objective caps each state's error at ``error_cap`` (the few states
+that switch modes keep a constant share but no longer steer the gradient), and every L-BFGS iterate is scored by
+the plain RMS on ``n_validation`` pool states outside the training subset; the best-scoring iterate (possibly the
+initial grid) is returned. Neither uses the test or holdout states.
+
 **Reporting.** ``train`` (the weighted objective on the training subset, i.e. the estimate of the pool error),
 ``test`` and ``holdout`` errors are always reported, each for the optimised and the initial grid, by re-running
 the ordinary :func:`~expsolver.sample` on the returned grid (the numbers a user gets). States that never entered
@@ -47,7 +52,7 @@ from .models import ModelWrapper
 from .phi import phis
 from .problems import SemiLinearProblem, StepCoefficients
 from .reference import reference_solve
-from .sample import _MULTISTEP_PLAN, _make_rule, integrate, sample
+from .sample import _make_rule, integrate, sample
 from .schedules import VPSchedule, _softplus
 from .solvers.base import Step
 
@@ -55,6 +60,7 @@ __all__ = ["optimize_timesteps", "OptimizedGrid", "grid_error", "config_label", 
 
 OPTIMIZABLE_METHODS = ("multistep", "singlestep", "singlestep_fixed", "unipc")
 _FD_STEP = 1e-6
+_MAX_RESTARTS = 2
 # Options of sample() that describe the solver (recorded in the grid's label and config).
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
@@ -77,7 +83,7 @@ class OptimizedGrid:
     label : str
         ``config`` in words, e.g. ``"unipc order=3 variant=bh2 use_corrector=True dpmsolver++ steps=10"``.
     errors : dict
-        ``{"train" | "test" | "holdout": {"rms", "median", "n"}}`` on the optimised grid (train: weighted
+        ``{"train" | "validation" | "test" | "holdout": {"rms", "median", "n"}}`` on the optimised grid (train: weighted
         estimates over the stratified training subset); per-state error is the Euclidean norm of
         ``x - x_ref``.
     initial_errors : dict
@@ -260,7 +266,8 @@ def _lams(theta: torch.Tensor, lam_start: float, lam_end: float) -> list:
 def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_test=None, x_holdout=None,
                        ref_train=None, ref_test=None, ref_holdout=None, n_train=256, strata=(0.5, 0.8, 0.95),
                        min_per_stratum=16, init="best", max_iter=200, max_time=45.0, split=(0.2, 0.2), seed=0,
-                       reference_tol=1e-9, error_cap=None, verbose=False, **sampler_options) -> OptimizedGrid:
+                       reference_tol=1e-9, error_cap=0.3, n_validation=4096, verbose=False,
+                       **sampler_options) -> OptimizedGrid:
     """Optimise the time grid of one sampler configuration on training states (see the module docstring).
 
     Minimises the weighted mean squared error ``sum_i w_i |x_i(grid) - x_ref_i|^2`` over the stratified training
@@ -305,6 +312,15 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     seed : int
         Seed of the split and the stratified draw.
     reference_tol : float
+    error_cap : float or None
+        Per-state error at which the objective's squared error is capped (``min(|e|, cap)^2``; None: no cap).
+        States that end in the wrong mode have errors of the order of the distance between modes, and the
+        sample mean of their squared errors changes by jumps as the grid moves, a noisy signal that the
+        optimiser would otherwise fit; capping keeps their (constant) share and the gradient of everything
+        else. 0.3 is about twice the width of the narrowest mode of the standard 2-D target.
+    n_validation : int
+        Pool states outside the training subset on which the plain RMS of every L-BFGS iterate is measured;
+        the iterate with the smallest validation RMS is returned (early stopping; 0: the best objective).
     verbose : bool
         Print the objective as it goes.
     **sampler_options
@@ -354,6 +370,8 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     reference_tol = check_positive_float(reference_tol, "reference_tol")
     seed = check_int(seed, "seed")
     verbose = check_bool(verbose, "verbose")
+    error_cap = None if error_cap is None else check_positive_float(error_cap, "error_cap")
+    n_validation = check_int(n_validation, "n_validation", minimum=0)
     strata = tuple(float(q) for q in strata)
     if not strata or any(not 0.0 < q < 1.0 for q in strata) or any(np.diff(strata) <= 0):
         raise ValueError(f"strata must be increasing quantiles in (0, 1), got {strata!r}")
@@ -387,9 +405,7 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     # Validate the sampler options with the real driver (and learn the plan's orders) on the initial grid.
     init_grids = _initial_grids(schedule, init, t_start, t_end, steps)
     probe = sample(model, schedule, x_pool[:1], timesteps=next(iter(init_grids.values())), **sampler_options)
-    options = dict(probe.options)
-    if options["method"] in _MULTISTEP_PLAN or options["method"] == "singlestep_fixed":
-        pass  # sample() has already checked steps >= order
+    options = dict(probe.options)  # resolved and validated (including steps >= order)
     min_pool = int(math.ceil(min_per_stratum / (1.0 - strata[-1])))
     if x_pool.shape[0] < max(n_train, min_pool):
         raise ValueError(f"the training pool has {x_pool.shape[0]} states; the strata {strata!r} with "
@@ -446,41 +462,64 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     w_np = np.concatenate(weights)
     x_fit, ref_fit = pool64[chosen], refs["pool"][chosen]
     w_fit = torch.as_tensor(w_np, dtype=torch.float64)
+    # Validation states: pool states outside the training subset (early stopping / selection of the iterate).
+    rest = np.setdiff1d(np.arange(len(pool64)), chosen)
+    val_idx = rng.choice(rest, size=min(n_validation, len(rest)), replace=False) if n_validation else rest[:0]
+    x_val, ref_val = pool64[val_idx], refs["pool"][val_idx]
 
     # The differentiable solve.
     lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
     orders = list(probe.orders)
-
     time_input = sampler_options.get("time_input", "continuous")
 
     def solve(theta):
         return solve_on_lams(model, schedule, x_fit, _lams(theta, lam_start, lam_end), orders, options,
                              {lam_start: t_start, lam_end: t_end}, time_input)
 
+    def grid_of(theta) -> np.ndarray:
+        lams = np.array([float(v) for v in _lams(theta.detach(), lam_start, lam_end)])
+        ts = np.array([schedule.lam_inverse_float(float(v)) for v in lams])
+        ts[0], ts[-1] = t_start, t_end
+        return ts
+
+    def validate(theta) -> float:
+        if len(x_val) == 0:
+            return math.nan
+        try:
+            ts = check_grid(schedule, grid_of(theta))
+        except ValueError:
+            return math.inf  # points collapsed in float64
+        return grid_error(run(x_val, ts), ref_val)["rms"]
+
     init_lams = schedule.lams_of(init_ts)
-    inc = np.diff(init_lams) / (lam_end - lam_start)
-    theta = torch.tensor(np.log(inc), dtype=torch.float64, requires_grad=True)
-    history, best = [], [math.inf, theta.detach().clone()]
+    theta = torch.tensor(np.log(np.diff(init_lams) / (lam_end - lam_start)), dtype=torch.float64,
+                         requires_grad=True)
+    history, best = [], [math.inf, theta.detach().clone()]  # best objective and its parameters
+    chosen_val = [validate(theta), theta.detach().clone()]  # best validation RMS and its parameters
+    initial_validation = chosen_val[0]
 
     def closure():
         optimizer.zero_grad()
         x = solve(theta)
         sq = ((x - ref_fit) ** 2).reshape(len(x), -1).sum(1)
         mse = torch.sum(w_fit * sq)
-        loss = torch.log(mse if error_cap is None else torch.sum(w_fit * torch.clamp(sq, max=error_cap**2)))
+        objective = mse if error_cap is None else torch.sum(w_fit * torch.clamp(sq, max=error_cap**2))
+        loss = torch.log(objective)
         if not torch.isfinite(loss):
             raise FloatingPointError("non-finite objective")
         loss.backward()
-        rms = math.sqrt(float(mse.detach()))
-        history.append(rms)
-        if rms < best[0]:
-            best[0], best[1] = rms, theta.detach().clone()
+        history.append(math.sqrt(float(mse.detach())))
+        if float(objective.detach()) < best[0]:
+            best[0], best[1] = float(objective.detach()), theta.detach().clone()
         if verbose:
-            print(f"  eval {len(history):4d}  weighted RMS {rms:.5g}")
+            print(f"  eval {len(history):4d}  weighted RMS {history[-1]:.5g}")
         return loss
 
-    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=10, history_size=20, tolerance_grad=1e-10,
-                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    def new_optimizer():
+        return torch.optim.LBFGS([theta], lr=1.0, max_iter=10, history_size=20, tolerance_grad=1e-10,
+                                 tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    optimizer, restarts = new_optimizer(), 0
     t_iter = time.perf_counter()
     while len(history) < max_iter and time.perf_counter() - t_iter < max_time:
         n_before = len(history)
@@ -488,15 +527,27 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
             optimizer.step(closure)
         except FloatingPointError:
             break
-        if len(history) == n_before + 1 and len(history) > 1:
-            break  # converged: L-BFGS made no progress beyond its first evaluation
-    lams_opt = np.array([float(v) for v in _lams(best[1], lam_start, lam_end)])
-    ts_opt = np.array([schedule.lam_inverse_float(float(v)) for v in lams_opt])
-    ts_opt[0], ts_opt[-1] = t_start, t_end
-    ts_opt = check_grid(schedule, ts_opt)
+        for candidate in (theta.detach().clone(), best[1]):
+            v = validate(candidate)
+            if v < chosen_val[0] or math.isnan(chosen_val[0]):
+                chosen_val[0], chosen_val[1] = v, candidate.clone()
+        if len(history) <= n_before + 1:
+            # L-BFGS stopped after one evaluation (its line search found no decrease on this piecewise-smooth
+            # objective): restart it from the best point with an empty memory, at most twice.
+            if restarts == _MAX_RESTARTS:
+                break
+            restarts += 1
+            with torch.no_grad():
+                theta.copy_(best[1])
+            optimizer = new_optimizer()
+    final = best[1] if len(x_val) == 0 else chosen_val[1]
+    ts_opt = check_grid(schedule, grid_of(final))
 
     errors = {"train": grid_error(run(x_fit, ts_opt), ref_fit, w_np)}
     initial = {"train": grid_error(run(x_fit, init_ts), ref_fit, w_np)}
+    if len(x_val):
+        errors["validation"] = dict(grid_error(run(x_val, ts_opt), ref_val))
+        initial["validation"] = dict(rms=initial_validation, n=int(len(x_val)))
     optimization_time = time.perf_counter() - t0
     for name, xs in (("test", x_test), ("holdout", x_holdout)):
         xs64 = xs.to(torch.float64)

@@ -311,10 +311,11 @@ def _make_rule(method, order, solver_type, compat, variant=None, use_corrector=N
     return DPMSolverSinglestep(order, solver_type)
 
 
-def integrate(problem, rule, plan, x, check_finite=True, intermediates=None):
+def integrate(problem, rule, plan, x, check_finite=True, intermediates=None, state=None):
     """Run ``rule`` over ``plan`` (a list of :class:`Step`) from state ``x``: the loop every fixed-grid method
-    shares. Appends each new state to ``intermediates`` when it is a list."""
-    state = rule.init(problem, x)
+    shares. Appends each new state to ``intermediates`` when it is a list. ``state`` continues a rule's history
+    (e.g. a multistep history filled from exact starting values); by default a fresh one is made."""
+    state = rule.init(problem, x) if state is None else state
     model = getattr(problem, "model", None)
     for st in plan:
         if model is not None:

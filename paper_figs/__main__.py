@@ -21,7 +21,7 @@ import torch
 from ._common import DEFAULT_OUT, TIMINGS, code_fingerprint, compute_studies, config_for, get_study
 
 FIGURES = ("fig1_local_error", "fig2_global_error", "fig3_work_precision", "fig4_official_3m", "fig5_time_grids",
-           "fig6_2d_picture", "fig7_schedules", "fig8_sde_strong", "fig9_sde_weak", "fig10_dsm_model_error")
+           "fig6_2d_picture", "fig7_schedules", "fig8_sde_strong", "fig9_sde_weak", "fig10_dsm_model_error", "fig11_race")
 
 
 def build_summary(out_dir: str, quick: bool, seed: int, figure_info: dict, runtime_s: float) -> dict:

@@ -62,13 +62,13 @@ def config_for(quick: bool, seed: int) -> RunConfig:
     if quick:
         return RunConfig(quick=True, seed=seed, local_samples=16,
                          local_hs=tuple(float(v) for v in np.geomspace(10**-2.5, 1.0, 9)), lam_starts=(0.5,),
-                         global_samples=16, global_steps=(4, 5, 6, 8, 10, 12, 16, 20, 24),
+                         global_samples=16, global_steps=(3, 4, 5, 6, 8, 10, 12, 16, 20, 24),
                          global_max_nfe=64, global_algorithms_16d=("dpmsolver++",),
                          grid_nfes=(5, 8, 10, 12, 15, 20), grid_samples=16, classical_scale=3,
                          fig6_samples=64, fig6_trajectories=12, dpi=72)
     return RunConfig(quick=False, seed=seed, local_samples=64, dpi=150,
                      local_hs=tuple(float(v) for v in np.geomspace(10**-2.5, 1.0, 16)), lam_starts=(-2.0, 0.5, 3.0),
-                     global_samples=128, global_steps=(5,) + DEFAULT_STEPS, global_max_nfe=800,
+                     global_samples=128, global_steps=(3, 5) + DEFAULT_STEPS, global_max_nfe=800,
                      global_algorithms_16d=("dpmsolver++", "dpmsolver"),
                      grid_nfes=tuple(range(5, 26)), grid_samples=128, classical_scale=100,
                      fig6_samples=300, fig6_trajectories=40)

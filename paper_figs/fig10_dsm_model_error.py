@@ -69,6 +69,7 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                    label=f"model error (learned vs exact, both at reference accuracy): {part['model_error']:.3f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("NFE (model evaluations)")
         ax.set_ylabel(f"RMS per-sample L2 error at t = 1e-3, {study.n_samples} samples")
         ax.set_title(title, fontsize=10)

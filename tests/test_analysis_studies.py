@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import standard_schedule, style, target_16d, target_2d
+from analysis import standard_schedule, target_16d, target_2d
 from analysis.global_error import dpm_solver_names, error_statistics, global_error_study, grid_h_max, registry_runs, steps_option
 from analysis.local_error import local_error_study
-from analysis.style import SOLVER_STYLES, label
+from analysis.style import SOLVER_STYLES, label, style
 from analysis.work_precision import ClassicalSolver, work_precision_study
 from expsolver import REGISTRY, VPLinear, time_grid
 

@@ -12,7 +12,7 @@
   file as an uninterrupted run; writes are atomic (temporary file + ``os.replace``); NPZ files are read with
   ``allow_pickle=False``.
 
-Runtime: ~15 s on one core (the interrupted-study test starts two Python processes).
+Runtime: ~20 s on one core (the interrupted-study test starts three Python processes).
 """
 
 import contextlib

@@ -11,8 +11,8 @@ polynomial in lambda, DDPM = SDE-DPM-Solver++1), then orders:
 * weak, exact (single Gaussian: every scheme is affine, so the mean and covariance of X_N are computed exactly from
   basis runs, no Monte-Carlo error): covariance slope 1 (one-step schemes, Euler-Maruyama), 2 (2M schemes);
 * weak, Monte Carlo (mixture, 2000 paths, control variate = fine solution on the same paths, points used only above
-  3 standard errors): SDE-DPM-Solver++1 first order; the 2M schemes' second order on the mixture needs 20,000
-  paths (``slow``, ~1 min).
+  3 standard errors): SDE-DPM-Solver++1 first order; SDE-DPM-Solver++(2M)'s second order on the mixture needs
+  80,000 paths (``slow``, ~100 s).
 
 Final samples at high NFE match the exact moments of q_{t_end} within 4 Monte-Carlo standard errors (3000 paths).
 Fast part: ~35 s on one core.
@@ -346,18 +346,21 @@ def test_high_nfe_samples_match_exact_moments(sched, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["SDE-DPM-Solver++(2M)", "SDE-DPM-Solver++(2M)-taylor"])
-def test_weak_order_mixture_second_order(name):
-    """Second weak order of the 2M schemes on the mixture (~30 s each): 20,000 paths, covariance at the
-    intermediate time, where the control-variate standard errors (~1e-4 at 256 steps) stay far below the error
-    (~6e-4) down to 256 steps. At t_end the error falls under 3 SE already at 256 steps, which leaves too few
-    points; SDE-DPM-Solver-2M's range is pre-asymptotic up to ~64 steps (it is unstable at 16), so its second
-    order is asserted on the exact Gaussian computation only."""
-    study = weak_error_study(wide_mixture(), VPLinear(), solvers=(name,), steps=(16, 32, 64, 128, 256),
-                             fine_steps=2048, n_paths=20000, seed=1)
-    fit = study.fits[name]["cov_mid"]
-    assert fit.reliable, (fit.reason, study.coupled[name]["cov_mid"], study.coupled_se[name]["cov_mid"])
-    assert abs(fit.slope - 2.0) <= TOL, (fit.slope, study.coupled[name]["cov_mid"])
+def test_weak_order_mixture_second_order():
+    """Second weak order of SDE-DPM-Solver++(2M) on the mixture (~100 s): 80,000 paths, 32-256 steps.
+
+    The control-variate standard error scales with the strong error (order 1) while the weak error is order 2,
+    so the relative noise doubles at each halving of h: at 256 steps it is 8 % (intermediate time) and 23 %
+    (t_end) of the error. With 20,000 paths the pair slopes scatter by +-0.2 around 2 and the automatic window
+    is often rejected as too noisy; 80,000 paths are needed for a reliable fit. The other 2M variants' second
+    order is asserted on the exact single-Gaussian computation (no Monte Carlo)."""
+    name = "SDE-DPM-Solver++(2M)"
+    study = weak_error_study(wide_mixture(), VPLinear(), solvers=(name,), steps=(32, 64, 128, 256),
+                             fine_steps=2048, n_paths=80000, seed=1, chunk=10000)
+    for q in ("cov_mid", "cov_end"):
+        fit = study.fits[name][q]
+        assert fit.reliable, (q, fit.reason, study.coupled[name][q], study.coupled_se[name][q])
+        assert abs(fit.slope - 2.0) <= TOL, (q, fit.slope, study.coupled[name][q])
 
 
 @pytest.mark.slow

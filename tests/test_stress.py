@@ -13,7 +13,8 @@ is strictly decreasing in ``t`` with every lambda step > 0 and singlestep ratios
 
 The model is the exact noise prediction of a 2-component isotropic mixture written out for one time per call
 (checked against :class:`GaussianMixture` below): ~4x cheaper than the general class, which keeps this file
-in CI. Runtime on one core: ~15 s without the ``slow`` part, ~45 s with it.
+in CI. Runtime (CPU time, one thread): ~15 s without the ``slow`` part, ~30 s with it (60 s wall on a loaded
+2-core machine).
 """
 
 import math

@@ -16,9 +16,8 @@ from analysis.order import fit_order
 from conftest import make_mixture_2d
 from expsolver import VPLinear, reference_solve, sample
 from expsolver.models import ModelWrapper
-from expsolver.problems import BernoulliETDProblem, DiffusionODE, StepCoefficients, combine
+from expsolver.problems import BernoulliETDProblem, DiffusionODE, StepCoefficients
 from expsolver.solvers import REGISTRY, Step, polynomial_terms
-from expsolver.solvers.dpm_solver import DPMSolverMultistep
 from expsolver.solvers.unipc import UniPC, unipc_terms
 
 TOL = 0.15

@@ -11,7 +11,7 @@ In the half log-SNR, with ``g dw_bar = sqrt(2) sigma dB_lam`` (:mod:`expsolver.b
 
 * **data form** (``x0 = (x - sigma eps)/alpha``): the drift is ``(-dlog alpha + 2 dlog sigma)/dt x +
   2 alpha (dlam/dt) x0``, whose linear part integrates to ``(sigma_t^2/sigma_s^2)(alpha_s/alpha_t) =
-  (sigma_t/sigma_s) e^{-h}``. Variation of constants gives (DPM-Solver++, Lu et al. 2022b, App. "SDE solvers";
+  (sigma_t/sigma_s) e^{-h}``. Variation of constants gives (the SDE variant of DPM-Solver++, Lu et al. 2022b;
   the ``sde-dpmsolver++`` of diffusers)
 
       x_t = (sigma_t/sigma_s) e^{-h} x_s + 2 alpha_t int_0^h e^{-2(h-u)} x0(lam_s + u) du
@@ -57,13 +57,13 @@ The noise integral is sampled exactly by the exponential schemes, so their only 
 Freezing the prediction leaves ``int K(t, lam) [F(x_lam) - F(x_s)] dlam`` per step; ``x_lam - x_s`` contains the
 Brownian increment, so this local error has a zero-mean part of size ``h^{3/2}`` (independent across steps, adding
 up to ``h`` globally) and a mean part ``O(h^2)``: **strong order 1, weak order 1** for SDE-DPM-Solver(++)1, the
-DDPM step and Euler-Maruyama (Kloeden & Platen 1992, Thm. 10.2.2 / 14.1.5, additive noise; Jentzen & Kloeden
-2009 for the exponential Euler). The 2M correction interpolates through the *previous* point, which does not
+DDPM step and Euler-Maruyama (Kloeden & Platen 1992, Ch. 10 and 14, additive noise; Jentzen & Kloeden 2009 for
+the exponential Euler). The 2M correction interpolates through the *previous* point, which does not
 sample the iterated integral ``int (B_lam - B_s) dlam`` of the current step, so its strong order stays 1. Its
 weak order is 2: in expectation the backward difference ``b_s - b_{s-1}`` supplies the drift's second Taylor term
 except for ``c^2 grad^2 u : grad b h^2/2``, which is exactly the covariance of the Brownian increment with the
-missing iterated integral, and the two cancel (the stochastic Adams-Bashforth structure; derivation in
-:mod:`analysis.sde_study`). The one-step schemes have weak order 1. :data:`SDE_REGISTRY` records these orders
+missing iterated integral, and the two cancel (a derivation sketch in :mod:`analysis.sde_study`, confirmed by
+the exact single-Gaussian computation and the Monte-Carlo study). The one-step schemes have weak order 1. :data:`SDE_REGISTRY` records these orders
 with every scheme; the tests assert them.
 """
 

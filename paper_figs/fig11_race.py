@@ -1,4 +1,4 @@
-"""Figure 9: the accuracy-per-NFE race at 5-25 NFE on the 2-D and 16-D targets (:mod:`analysis.race`).
+"""Figure 11: the accuracy-per-NFE race at 5-25 NFE on the 2-D and 16-D targets (:mod:`analysis.race`).
 
 Rows: the 2-D and the 16-D mixture. Left: RMS over 1,000 test states of the per-state L2 error at t_end against
 NFE, every solver of the lineup on its best standard grid (thin lines, hollow markers; the skip type chosen per NFE
@@ -9,7 +9,7 @@ Right: the optimised grids of the acceptance configuration, drawn in lambda (one
 uniform-in-lambda grid with the same NFE).
 
 The study is computed once per output folder (``OUT/data/race_<target>-<tag>.json``, tag = configuration and code)
-and reused. ``python -m paper_figs.fig9_race [--quick] [--out DIR] [--seed N]`` (``--seed`` is not used: the
+and reused. ``python -m paper_figs.fig11_race [--quick] [--out DIR] [--seed N]`` (``--seed`` is not used: the
 study's seeds are fixed in :class:`analysis.race.RaceConfig`).
 """
 
@@ -28,7 +28,7 @@ from analysis.style import save_figure, style, use_agg
 
 from ._common import TARGET_LABELS, code_fingerprint, run_main
 
-NAME = "fig9_race"
+NAME = "fig11_race"
 TARGETS = ("2d", "16d")
 
 

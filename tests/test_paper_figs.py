@@ -1,0 +1,76 @@
+"""Smoke test of the figure driver: ``python -m paper_figs --quick`` into a temporary folder (Agg backend).
+Runtime ~20-25 s on an idle 2-core machine (the whole quick run)."""
+
+import json
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from analysis.global_error import dpm_solver_names  # noqa: E402
+from paper_figs.__main__ import FIGURES, main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figs")
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("EXPSOLVER_CACHE_DIR")
+    os.environ["EXPSOLVER_CACHE_DIR"] = str(cache)
+    try:
+        summary = main(["--quick", "--out", str(out), "--seed", "0", "--jobs", "1"])
+    finally:
+        if old is None:
+            del os.environ["EXPSOLVER_CACHE_DIR"]
+        else:
+            os.environ["EXPSOLVER_CACHE_DIR"] = old
+    return out, summary
+
+
+def test_every_figure_written_as_pdf_and_png(quick_run):
+    out, summary = quick_run
+    for name in FIGURES:
+        for ext in ("pdf", "png"):
+            path = out / f"{name}.{ext}"
+            assert path.exists() and path.stat().st_size > 10_000, path
+        with open(out / f"{name}.png", "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+        with open(out / f"{name}.pdf", "rb") as fh:
+            assert fh.read(5) == b"%PDF-"
+    assert sorted(summary["files"]) == sorted(f"{n}.{e}" for n in FIGURES for e in ("pdf", "png"))
+    assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temporary files left
+
+
+def test_summary_json_keys(quick_run):
+    out, _ = quick_run
+    with open(out / "summary.json") as fh:
+        summary = json.load(fh)
+    assert summary["mode"] == "quick" and summary["seed"] == 0 and summary["runtime_s"] > 0
+    assert set(summary["provenance"]["versions"]) >= {"numpy", "torch", "scipy", "torchdiffeq", "matplotlib"}
+    for name in dpm_solver_names():
+        entry = summary["solvers"][name]
+        data = entry["dpmsolver++"]
+        for key in ("slope", "ci_low", "ci_high", "window", "h_range", "reliable", "reason", "expected", "agrees"):
+            assert key in data["local_order"]
+            assert key in data["global_order"]["2d"] and key in data["global_order"]["16d"]
+        assert data["local_order"]["expected"] == entry["declared_order"] + 1
+        for target in ("2d", "16d"):
+            for nfe in ("10", "20"):
+                e = data["error_at_nfe"][target][nfe]
+                assert e["nfe"] is not None and e["nfe"] <= int(nfe) and e["median"] > 0
+        assert "local_order" in entry["dpmsolver"]  # noise prediction is studied too
+    assert set(summary["classical"]) == {"rk4", "dopri5", "RK45", "DOP853"}
+    agreement = summary["order_agreement"]
+    assert 0 <= agreement["n_agree"] <= agreement["n_fits"] and agreement["n_fits"] > 0
+
+
+def test_single_figure_script_entry_point(tmp_path):
+    from paper_figs import fig7_schedules
+
+    info = fig7_schedules.main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "fig7_schedules.pdf").exists() and (tmp_path / "fig7_schedules.png").exists()
+    assert set(info["schedules"]) and all(v["lam_1e_3"] > 4 for v in info["schedules"].values())
+    with pytest.raises(SystemExit):
+        fig7_schedules.main(["--seed", "-1"])
