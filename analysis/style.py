@@ -100,7 +100,7 @@ def save_figure(fig, out_dir, stem: str, *, dpi: int = 150, close: bool = True) 
     for ext, extra in (("pdf", dict(metadata={"CreationDate": None, "Producer": None})), ("png", dict(dpi=dpi))):
         path = os.path.join(out_dir, f"{stem}.{ext}")
         tmp = os.path.join(out_dir, f".{stem}.{ext}.tmp")
-        fig.savefig(tmp, format=ext, **extra)
+        fig.savefig(tmp, format=ext, bbox_inches="tight", pad_inches=0.08, **extra)
         os.replace(tmp, path)
         paths.append(path)
     if close:
@@ -127,6 +127,7 @@ def reference_slope(ax, x_min: float, x_max: float, slope: float, anchor_x: floa
     if label_at is None:
         label_at = "min" if abs(np.log(anchor_x / x_min)) > abs(np.log(anchor_x / x_max)) else "max"
     i = 0 if label_at == "min" else 1
-    ax.annotate(text, xy=(xs[i], ys[i]), xytext=(-3 if i == 0 else 3, 0), textcoords="offset points",
-                ha="right" if i == 0 else "left", va="center", fontsize=7, color=color)
+    # Inside the line's extent (never over the tick labels), just below its end.
+    ax.annotate(text, xy=(xs[i], ys[i]), xytext=(2 if i == 0 else -2, -2), textcoords="offset points",
+                ha="left" if i == 0 else "right", va="top", fontsize=7, color=color)
     return line

@@ -61,6 +61,7 @@ __all__ = ["optimize_timesteps", "OptimizedGrid", "grid_error", "config_label", 
 OPTIMIZABLE_METHODS = ("multistep", "singlestep", "singlestep_fixed", "unipc")
 _FD_STEP = 1e-6
 _MAX_RESTARTS = 2
+_BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solution blew up
 # Options of sample() that describe the solver (recorded in the grid's label and config).
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
@@ -500,13 +501,20 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
 
     def closure():
         optimizer.zero_grad()
-        x = solve(theta)
-        sq = ((x - ref_fit) ** 2).reshape(len(x), -1).sum(1)
-        mse = torch.sum(w_fit * sq)
-        objective = mse if error_cap is None else torch.sum(w_fit * torch.clamp(sq, max=error_cap**2))
-        loss = torch.log(objective)
-        if not torch.isfinite(loss):
-            raise FloatingPointError("non-finite objective")
+        try:
+            x = solve(theta)
+            sq = ((x - ref_fit) ** 2).reshape(len(x), -1).sum(1)
+            mse = torch.sum(w_fit * sq)
+            objective = mse if error_cap is None else torch.sum(w_fit * torch.clamp(sq, max=error_cap**2))
+            loss = torch.log(objective)
+            finite = bool(torch.isfinite(loss))
+        except ValueError:  # the model or a check met a non-finite state: this trial grid blew up
+            finite = False
+        if not finite:
+            # A large finite value makes the line search backtrack instead of failing.
+            history.append(math.inf)
+            theta.grad = torch.zeros_like(theta)
+            return torch.tensor(_BLOWUP_LOSS, dtype=torch.float64)
         loss.backward()
         history.append(math.sqrt(float(mse.detach())))
         if float(objective.detach()) < best[0]:
@@ -523,10 +531,7 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     t_iter = time.perf_counter()
     while len(history) < max_iter and time.perf_counter() - t_iter < max_time:
         n_before = len(history)
-        try:
-            optimizer.step(closure)
-        except FloatingPointError:
-            break
+        optimizer.step(closure)
         for candidate in (theta.detach().clone(), best[1]):
             v = validate(candidate)
             if v < chosen_val[0] or math.isnan(chosen_val[0]):

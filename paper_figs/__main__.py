@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     figures = FIGURES if args.only is None else tuple(args.only)
     info = {}
-    helper = _start_helper(args.out, args.quick, args.seed) if args.jobs == 2 and args.only is None else None
+    helper = _start_helper(args.out, args.quick, args.seed) if args.jobs == 2 else None
     if helper is not None:
         # The 2-D studies run here while the helper computes the 16-D ones; the figures below need the 16-D ones
         # only from figure 2 on, so wait for them first.

@@ -26,7 +26,7 @@ __all__ = ["RunConfig", "config_for", "get_study", "compute_studies", "TIMINGS",
            "error_label", "code_fingerprint", "GRID_SKIP_TYPES", "LOF_VARIANTS"]
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
-TARGET_LABELS = {"2d": "2-D mixture (6 components)", "16d": "16-D mixture (4 components, full covariances)"}
+TARGET_LABELS = {"2d": "2-D mixture (6 components)", "16d": "16-D mixture (4 comp., full cov.)"}
 TARGETS = {"2d": target_2d, "16d": target_16d}
 GRID_SKIP_TYPES = ("logSNR", "time_uniform", "time_quadratic")
 # lower_order_final variants of figure 5: (key, label, rule(steps) -> bool)

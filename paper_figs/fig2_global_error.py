@@ -35,12 +35,13 @@ def plot_nfe_curve(ax, curve, *, with_order=True, highlight_window=True):
 
 
 def nfe_reference_fan(ax, curves, orders):
-    """Dashed lines ``C NFE^-k`` in the empty lower-left corner (errors fall to the right)."""
-    nfe_lo = float(min(np.min(c.nfe) for c in curves))
-    nfe_hi = nfe_lo * 10 ** 0.6
-    e_anchor = float(min(np.min(c.median[c.nfe == np.min(c.nfe)]) for c in curves)) / 30.0
+    """Dashed lines ``C NFE^-k`` in the empty upper-right corner (errors fall to the right, the legend takes the
+    lower left): from the largest error, fanning out towards the largest NFE."""
+    nfe_hi = float(max(np.max(c.nfe) for c in curves)) / 10**0.05
+    nfe_anchor = nfe_hi / 10**0.6
+    e_anchor = float(max(np.nanmax(c.median) for c in curves))
     for k in orders:
-        reference_slope(ax, nfe_lo, nfe_hi, -float(k), nfe_lo, e_anchor, label_text=f"NFE$^{{-{k}}}$")
+        reference_slope(ax, nfe_anchor, nfe_hi, -float(k), nfe_anchor, e_anchor, label_text=f"NFE$^{{-{k}}}$")
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:

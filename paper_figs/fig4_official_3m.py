@@ -19,6 +19,7 @@ from analysis.style import reference_slope, save_figure, style, use_agg
 
 from ._common import TARGET_LABELS, config_for, error_label, get_study, run_main
 from .fig1_local_error import local_error_label
+from .fig2_global_error import nfe_reference_fan
 
 NAME = "fig4_official_3m"
 SHOWN = ("DPM-Solver-3M-official", "DPM-Solver-3M", "DPM-Solver-2M")
@@ -72,10 +73,7 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                         markerfacecolor=st["markerfacecolor"], markersize=5, linewidth=1.3,
                         label=f"{name} ({PRED[algorithm_type]}): order {slope}")
                 result["global"][f"{target}|{name}|{algorithm_type}"] = c.fit.to_dict()
-        nfe_lo = float(min(np.min(c.nfe) for c in shown))
-        e_anchor = float(min(c.median[np.argmin(c.nfe)] for c in shown)) / 30
-        for k in (2, 3):
-            reference_slope(ax, nfe_lo, nfe_lo * 10**0.6, -float(k), nfe_lo, e_anchor, label_text=f"NFE$^{{-{k}}}$")
+        nfe_reference_fan(ax, shown, (2, 3))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("NFE")
