@@ -17,10 +17,12 @@ The rule implemented by :func:`fit_order`. Sort the points by ``h``; a candidate
    that a straight line happens to follow to within the tolerance; noise in the pair slopes averages out of the
    trend, a pre-asymptotic bend does not);
 4. the *simultaneous* confidence half-width of ``p`` is at most ``max_ci_halfwidth``: the regression standard
-   error times the Student-t quantile with ``n - 2`` degrees of freedom at level ``1 - 0.05 / M``, where ``M`` is
-   the number of candidate windows searched (Bonferroni). The window is the best of ``M`` tries, so an ordinary
-   95 % interval would be far too optimistic: on pure noise, some 3-point window is nearly always collinear by
-   chance. (The reported ``ci_low, ci_high`` are the ordinary 95 % interval of the chosen window.)
+   error times the Student-t quantile with ``n - 2`` degrees of freedom at two-sided level ``1 - 0.05 / M``, where
+   ``M`` is the number of candidate windows searched, capped at 20 (Bonferroni). The window is the best of ``M``
+   tries, so an ordinary 95 % interval would be far too optimistic: on pure noise, some 3-point window is nearly
+   always collinear by chance (measured: 10 points with log-normal scatter 0.5 give a "reliable" slope in 28 % of
+   draws at the 95 % level, in 4 % with the correction). The cap keeps long data sets from rejecting a genuine
+   4-point asymptotic window. (The reported ``ci_low, ci_high`` are the ordinary 95 % interval of the window.)
 
 Among the candidates that are *maximal* (not contained in a longer candidate) the one at the smallest ``h`` wins
 (ties: the longer, then the smaller RMS residual). The asymptotic range is the small-``h`` end of the data above
@@ -45,7 +47,7 @@ from .results import result_type
 __all__ = ["OrderFit", "fit_order", "t_quantile", "t_quantile_975", "t_tail"]
 
 _Z975 = 1.959963984540054
-_MAX_BONFERRONI = 20  # see fit_order: caps the correction for long data sets
+_MAX_BONFERRONI = 20  # cap of the number of windows in the Bonferroni correction (module docstring)
 # Two-sided 95 % Student-t quantiles t_{0.975, nu} for nu = 1..30 (the common case, exact to 1e-9).
 _T975 = (12.706204736, 4.30265273, 3.182446305, 2.776445105, 2.570581836, 2.446911851, 2.364624252,
          2.306004135, 2.262157163, 2.228138852, 2.20098516, 2.17881283, 2.160368656, 2.144786688, 2.131449546,

@@ -82,6 +82,7 @@ class RaceConfig:
     max_iter: int = 200
     max_time: float = 45.0
     n_validation: int = 8192
+    n_starts: int = 3
     official_methods: tuple = ("singlestep", "singlestep_fixed", "multistep")
     n_bootstrap: int = 2000
 
@@ -91,7 +92,7 @@ def race_config(target: str, quick: bool = False) -> RaceConfig:
     if quick:
         return RaceConfig(target=target, n_pool=500, n_test=100, n_holdout=150, nfes=(6, 10), optimise_nfes=(10,),
                           official_nfes=(10,), lineup=("DDIM", "UniPC-3-bh1"), optimised=("UniPC-3-bh1",),
-                          n_train=96, strata=(0.5, 0.9), max_iter=5, max_time=5.0, n_validation=128,
+                          n_train=96, strata=(0.5, 0.9), max_iter=5, max_time=5.0, n_validation=128, n_starts=1,
                           n_bootstrap=100, official_methods=("multistep",))
     return RaceConfig(target=target)
 
@@ -269,7 +270,8 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
                                       ref_train=refs["pool"], x_test=states["test"], ref_test=refs["test"],
                                       x_holdout=states["holdout"], ref_holdout=refs["holdout"], n_train=cfg.n_train,
                                       strata=cfg.strata, error_cap=cfg.error_cap, max_iter=cfg.max_iter,
-                                      max_time=cfg.max_time, n_validation=cfg.n_validation, **options)
+                                      max_time=cfg.max_time, n_validation=cfg.n_validation, n_starts=cfg.n_starts,
+                                      **options)
             entry = grid.to_dict()
             entry["name"] = name
             grids.append(entry)

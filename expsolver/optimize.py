@@ -25,10 +25,12 @@ allocation (proportional to its size times the standard deviation of the cheap s
 ``(stratum size / pool size) / (number selected in the stratum)``. The weighted mean squared error is then an
 unbiased estimate of the pool's mean squared error, with far less variance from the tail than a random subset.
 
-**Robust objective and early stopping.** The objective caps each state's error at ``error_cap`` (the few states
-that switch modes keep a constant share but no longer steer the gradient), and every L-BFGS iterate is scored by
-the plain RMS on ``n_validation`` pool states outside the training subset; the best-scoring iterate (possibly the
-initial grid) is returned. Neither uses the test or holdout states.
+**Robust objective, early stopping, restarts.** The objective caps each state's error at ``error_cap`` (the few
+states that switch modes keep a constant share but no longer steer the gradient). ``n_validation`` pool states are
+set aside first; every L-BFGS iterate is scored by its plain RMS on them and the best-scoring iterate (possibly the
+initial grid) is kept. ``n_starts`` descents, from the best, second-best, ... standard grid with independent
+stratified subsets, share the time budget; the one with the best validation RMS is returned. None of this uses the
+test or holdout states.
 
 **Reporting.** ``train`` (the weighted objective on the training subset, i.e. the estimate of the pool error),
 ``test`` and ``holdout`` errors are always reported, each for the optimised and the initial grid, by re-running
@@ -97,11 +99,13 @@ class OptimizedGrid:
     reference_time_s : float
         Wall time spent computing references (0 when they were given).
     n_iterations : int
-        Objective evaluations (each a forward and backward pass over the training subset).
+        Objective evaluations of all descents (each a forward and backward pass over a training subset).
     objective_history : list of float
-        Weighted RMS error after each evaluation.
+        Weighted RMS error after each evaluation of the chosen descent (inf: a trial grid that blew up).
     strata : list of dict
         Per stratum: ``lo``, ``hi`` (cheap-error bounds), ``size`` (in the pool), ``selected``, ``weight``.
+    starts : list of dict
+        Per descent: its initial grid, validation RMS and number of evaluations.
     """
 
     timesteps: np.ndarray
@@ -116,6 +120,7 @@ class OptimizedGrid:
     n_iterations: int
     objective_history: list = field(default_factory=list)
     strata: list = field(default_factory=list)
+    starts: list = field(default_factory=list)
 
     @property
     def sampler_options(self) -> dict:
@@ -267,7 +272,7 @@ def _lams(theta: torch.Tensor, lam_start: float, lam_end: float) -> list:
 def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_test=None, x_holdout=None,
                        ref_train=None, ref_test=None, ref_holdout=None, n_train=256, strata=(0.5, 0.8, 0.95),
                        min_per_stratum=16, init="best", max_iter=200, max_time=45.0, split=(0.2, 0.2), seed=0,
-                       reference_tol=1e-9, error_cap=0.3, n_validation=4096, verbose=False,
+                       reference_tol=1e-9, error_cap=0.3, n_validation=4096, n_starts=3, verbose=False,
                        **sampler_options) -> OptimizedGrid:
     """Optimise the time grid of one sampler configuration on training states (see the module docstring).
 
@@ -305,9 +310,9 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         Initial grid: the standard grid (``logSNR``, ``time_uniform``, ``time_quadratic``, ``karras``) with the
         smallest pool error for this configuration, a named one, or an explicit grid.
     max_iter : int
-        Largest number of objective evaluations.
+        Largest number of objective evaluations per descent.
     max_time : float
-        Wall-time budget of the gradient iterations in seconds.
+        Wall-time budget of all descents together in seconds (shared equally by the remaining starts).
     split : (float, float)
         Fractions of the pool set aside as test and holdout when those are not given.
     seed : int
@@ -320,8 +325,11 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         optimiser would otherwise fit; capping keeps their (constant) share and the gradient of everything
         else. 0.3 is about twice the width of the narrowest mode of the standard 2-D target.
     n_validation : int
-        Pool states outside the training subset on which the plain RMS of every L-BFGS iterate is measured;
+        Pool states set aside (never trained on) on which the plain RMS of every L-BFGS iterate is measured;
         the iterate with the smallest validation RMS is returned (early stopping; 0: the best objective).
+    n_starts : int
+        Independent descents (from the best, second-best, ... standard grid, each with its own stratified
+        training subset) within ``max_time``; the one with the smallest validation RMS wins.
     verbose : bool
         Print the objective as it goes.
     **sampler_options
@@ -371,6 +379,7 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     reference_tol = check_positive_float(reference_tol, "reference_tol")
     seed = check_int(seed, "seed")
     verbose = check_bool(verbose, "verbose")
+    n_starts = check_int(n_starts, "n_starts", minimum=1)
     error_cap = None if error_cap is None else check_positive_float(error_cap, "error_cap")
     n_validation = check_int(n_validation, "n_validation", minimum=0)
     strata = tuple(float(q) for q in strata)
@@ -430,52 +439,22 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
 
     t0 = time.perf_counter()
     run = lambda xs, ts: sample(model, schedule, xs, timesteps=ts, **sampler_options).x  # noqa: E731
-    # Initial grid: the best standard grid on the pool (cheap: steps NFE per state and grid).
+    # Validation states first (never trained on), then the fitting pool.
     pool64 = x_pool.to(torch.float64)
-    init_errors = {}
-    for name, ts in init_grids.items():
-        init_errors[name] = (run(pool64, ts) - refs["pool"]).reshape(len(pool64), -1).norm(dim=1).numpy()
-    init_name = min(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
-    init_ts = init_grids[init_name]
-
-    # Stratify the pool by the cheap error, Neyman allocation, unbiased weights.
-    e0 = init_errors[init_name]
-    edges = np.quantile(e0, strata)
-    labels = np.searchsorted(edges, e0, side="left")
-    sizes = np.array([(labels == k).sum() for k in range(len(strata) + 1)])
-    spread = np.array([np.std(e0[labels == k] ** 2) if sizes[k] > 1 else 0.0 for k in range(len(sizes))])
-    alloc = _allocate(n_train, sizes, spread, min_per_stratum)
     rng = np.random.default_rng(seed)
-    chosen, weights, strata_info = [], [], []
-    bounds = np.concatenate([[0.0], edges, [np.inf]])
-    for k, n_k in enumerate(alloc):
-        members = np.flatnonzero(labels == k)
-        if len(members) < n_k:
-            raise ValueError(f"stratum {k} of the pool has {len(members)} states, fewer than the {n_k} to draw; "
-                             f"pass a larger x_train pool or a smaller n_train")
-        pick = rng.choice(members, size=n_k, replace=False)
-        w = (len(members) / len(e0)) / n_k
-        chosen.append(pick)
-        weights.append(np.full(n_k, w))
-        strata_info.append(dict(lo=float(bounds[k]), hi=float(bounds[k + 1]), size=int(len(members)),
-                                selected=int(n_k), weight=float(w)))
-    chosen = np.concatenate(chosen)
-    w_np = np.concatenate(weights)
-    x_fit, ref_fit = pool64[chosen], refs["pool"][chosen]
-    w_fit = torch.as_tensor(w_np, dtype=torch.float64)
-    # Validation states: pool states outside the training subset (early stopping / selection of the iterate).
-    rest = np.setdiff1d(np.arange(len(pool64)), chosen)
-    val_idx = rng.choice(rest, size=min(n_validation, len(rest)), replace=False) if n_validation else rest[:0]
+    perm = rng.permutation(len(pool64))
+    n_val = min(n_validation, len(pool64) - max(n_train, min_pool))
+    val_idx, fit_idx = perm[:max(n_val, 0)], perm[max(n_val, 0):]
     x_val, ref_val = pool64[val_idx], refs["pool"][val_idx]
+    x_fitpool, ref_fitpool = pool64[fit_idx], refs["pool"][fit_idx]
+    # Initial grids: the standard grids ranked by their error on the fitting pool (cheap: steps NFE per state).
+    init_errors = {name: (run(x_fitpool, ts) - ref_fitpool).reshape(len(x_fitpool), -1).norm(dim=1).numpy()
+                   for name, ts in init_grids.items()}
+    ranked = sorted(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
 
-    # The differentiable solve.
     lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
     orders = list(probe.orders)
     time_input = sampler_options.get("time_input", "continuous")
-
-    def solve(theta):
-        return solve_on_lams(model, schedule, x_fit, _lams(theta, lam_start, lam_end), orders, options,
-                             {lam_start: t_start, lam_end: t_end}, time_input)
 
     def grid_of(theta) -> np.ndarray:
         lams = np.array([float(v) for v in _lams(theta.detach(), lam_start, lam_end)])
@@ -492,17 +471,83 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
             return math.inf  # points collapsed in float64
         return grid_error(run(x_val, ts), ref_val)["rms"]
 
-    init_lams = schedule.lams_of(init_ts)
-    theta = torch.tensor(np.log(np.diff(init_lams) / (lam_end - lam_start)), dtype=torch.float64,
-                         requires_grad=True)
-    history, best = [], [math.inf, theta.detach().clone()]  # best objective and its parameters
-    chosen_val = [validate(theta), theta.detach().clone()]  # best validation RMS and its parameters
-    initial_validation = chosen_val[0]
+    starts, t_iter = [], time.perf_counter()
+    for i in range(n_starts):
+        if i and time.perf_counter() - t_iter >= max_time:
+            break
+        init_name = ranked[i % len(ranked)]
+        subset = _stratified_subset(init_errors[init_name], strata, n_train, min_per_stratum, rng)
+        theta0 = torch.tensor(np.log(np.diff(schedule.lams_of(init_grids[init_name])) / (lam_end - lam_start)),
+                              dtype=torch.float64)
+        budget = (max_time - (time.perf_counter() - t_iter)) / (n_starts - i)
+        run_i = _descend(theta0, lambda th, x: solve_on_lams(model, schedule, x, _lams(th, lam_start, lam_end),
+                                                             orders, options, {lam_start: t_start, lam_end: t_end},
+                                                             time_input),
+                         x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
+                         max_iter, budget, verbose)
+        starts.append(dict(init=init_name, subset=subset, **run_i))
+    use_validation = len(x_val) > 0
+    best_start = min(starts, key=lambda r: r["val_rms"] if use_validation else r["objective"])
+    final = best_start["theta"]
+    ts_opt = check_grid(schedule, grid_of(final))
+    init_name, (chosen, w_np, strata_info) = best_start["init"], best_start["subset"]
+    init_ts = init_grids[init_name]
+    x_fit, ref_fit = x_fitpool[chosen], ref_fitpool[chosen]
+
+    errors = {"train": grid_error(run(x_fit, ts_opt), ref_fit, w_np)}
+    initial = {"train": grid_error(run(x_fit, init_ts), ref_fit, w_np)}
+    if use_validation:
+        errors["validation"] = dict(grid_error(run(x_val, ts_opt), ref_val))
+        initial["validation"] = dict(grid_error(run(x_val, init_ts), ref_val))
+    optimization_time = time.perf_counter() - t0
+    for name, xs in (("test", x_test), ("holdout", x_holdout)):
+        xs64 = xs.to(torch.float64)
+        errors[name] = grid_error(run(xs64, ts_opt), refs[name])
+        initial[name] = grid_error(run(xs64, init_ts), refs[name])
+    config = {k: options.get(k) for k in _CONFIG_KEYS if k in options}
+    config.update(steps=steps, t_start=t_start, t_end=t_end, time_input=sampler_options.get("time_input", "continuous"))
+    return OptimizedGrid(timesteps=ts_opt, lams=schedule.lams_of(ts_opt), config=config, label=config_label(config),
+                         errors=errors, initial_errors=initial, initial_skip_type=init_name,
+                         optimization_time_s=optimization_time, reference_time_s=reference_time,
+                         n_iterations=sum(len(r["history"]) for r in starts),
+                         objective_history=best_start["history"], strata=strata_info,
+                         starts=[dict(init=r["init"], val_rms=r["val_rms"], evaluations=len(r["history"]))
+                                 for r in starts])
+
+
+def _stratified_subset(e0, strata, n_train, min_per_stratum, rng):
+    """Stratify states by their cheap errors ``e0`` at the quantiles ``strata``, draw ``n_train`` of them by
+    Neyman allocation and weight each by ``(stratum size / pool size) / (number drawn from its stratum)``.
+    Returns ``(indices, weights, strata_info)``."""
+    edges = np.quantile(e0, strata)
+    labels = np.searchsorted(edges, e0, side="left")
+    sizes = np.array([(labels == k).sum() for k in range(len(strata) + 1)])
+    spread = np.array([np.std(e0[labels == k] ** 2) if sizes[k] > 1 else 0.0 for k in range(len(sizes))])
+    alloc = _allocate(n_train, sizes, spread, min_per_stratum)
+    chosen, weights, info = [], [], []
+    bounds = np.concatenate([[0.0], edges, [np.inf]])
+    for k, n_k in enumerate(alloc):
+        members = np.flatnonzero(labels == k)
+        w = (len(members) / len(e0)) / n_k
+        chosen.append(rng.choice(members, size=n_k, replace=False))
+        weights.append(np.full(n_k, w))
+        info.append(dict(lo=float(bounds[k]), hi=float(bounds[k + 1]), size=int(len(members)), selected=int(n_k),
+                         weight=float(w)))
+    return np.concatenate(chosen), np.concatenate(weights), info
+
+
+def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter, max_time, verbose) -> dict:
+    """L-BFGS (strong Wolfe) on ``log(sum_i w_i min(|e_i|, cap)^2)`` from ``theta0``; every iterate is scored by
+    ``validate`` and the best-scoring one (the initial one included) is returned with its score."""
+    w_fit = torch.as_tensor(w_np, dtype=torch.float64)
+    theta = theta0.clone().requires_grad_(True)
+    history, best = [], [math.inf, theta0.clone()]  # best objective and its parameters
+    chosen_val = [validate(theta0), theta0.clone()]  # best validation RMS and its parameters
 
     def closure():
         optimizer.zero_grad()
         try:
-            x = solve(theta)
+            x = solve(theta, x_fit)
             sq = ((x - ref_fit) ** 2).reshape(len(x), -1).sum(1)
             mse = torch.sum(w_fit * sq)
             objective = mse if error_cap is None else torch.sum(w_fit * torch.clamp(sq, max=error_cap**2))
@@ -528,8 +573,8 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     optimizer, restarts = new_optimizer(), 0
-    t_iter = time.perf_counter()
-    while len(history) < max_iter and time.perf_counter() - t_iter < max_time:
+    t0 = time.perf_counter()
+    while len(history) < max_iter and time.perf_counter() - t0 < max_time:
         n_before = len(history)
         optimizer.step(closure)
         for candidate in (theta.detach().clone(), best[1]):
@@ -545,25 +590,9 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
             with torch.no_grad():
                 theta.copy_(best[1])
             optimizer = new_optimizer()
-    final = best[1] if len(x_val) == 0 else chosen_val[1]
-    ts_opt = check_grid(schedule, grid_of(final))
-
-    errors = {"train": grid_error(run(x_fit, ts_opt), ref_fit, w_np)}
-    initial = {"train": grid_error(run(x_fit, init_ts), ref_fit, w_np)}
-    if len(x_val):
-        errors["validation"] = dict(grid_error(run(x_val, ts_opt), ref_val))
-        initial["validation"] = dict(rms=initial_validation, n=int(len(x_val)))
-    optimization_time = time.perf_counter() - t0
-    for name, xs in (("test", x_test), ("holdout", x_holdout)):
-        xs64 = xs.to(torch.float64)
-        errors[name] = grid_error(run(xs64, ts_opt), refs[name])
-        initial[name] = grid_error(run(xs64, init_ts), refs[name])
-    config = {k: options.get(k) for k in _CONFIG_KEYS if k in options}
-    config.update(steps=steps, t_start=t_start, t_end=t_end, time_input=sampler_options.get("time_input", "continuous"))
-    return OptimizedGrid(timesteps=ts_opt, lams=schedule.lams_of(ts_opt), config=config, label=config_label(config),
-                         errors=errors, initial_errors=initial, initial_skip_type=init_name,
-                         optimization_time_s=optimization_time, reference_time_s=reference_time,
-                         n_iterations=len(history), objective_history=history, strata=strata_info)
+    use_validation = not math.isnan(chosen_val[0])
+    return dict(theta=chosen_val[1] if use_validation else best[1], val_rms=chosen_val[0], objective=best[0],
+                history=history)
 
 
 def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous"):

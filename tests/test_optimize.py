@@ -30,8 +30,8 @@ def setup():
 def small_result(setup):
     _, schedule, model, pool = setup
     return optimize_timesteps(model, schedule, pool, steps=5, t_start=T_START, t_end=T_END, n_train=64,
-                              strata=(0.5, 0.9), min_per_stratum=8, max_iter=15, method="unipc", order=2,
-                              variant="bh2")
+                              strata=(0.5, 0.9), min_per_stratum=8, max_iter=15, n_validation=64, n_starts=2,
+                              method="unipc", order=2, variant="bh2")
 
 
 def test_result_is_a_valid_labelled_grid(setup, small_result):
@@ -44,11 +44,14 @@ def test_result_is_a_valid_labelled_grid(setup, small_result):
     assert grid.config["method"] == "unipc" and grid.config["order"] == 2 and grid.config["variant"] == "bh2"
     assert grid.config["use_corrector"] is True and grid.config["steps"] == 5
     assert "unipc" in grid.label and "variant=bh2" in grid.label and "steps=5" in grid.label
-    for split in ("train", "test", "holdout"):
+    for split in ("train", "validation", "test", "holdout"):
         assert set(grid.errors[split]) == {"rms", "median", "n"}
         assert math.isfinite(grid.errors[split]["rms"])
-    # The optimiser returns the best grid it evaluated, never worse than where it started (train objective).
-    assert grid.errors["train"]["rms"] <= grid.initial_errors["train"]["rms"] * (1 + 1e-9)
+    # The returned iterate is the best on the validation states, never worse there than where it started.
+    assert grid.errors["validation"]["n"] == 64
+    assert grid.errors["validation"]["rms"] <= grid.initial_errors["validation"]["rms"] * (1 + 1e-9)
+    assert len(grid.starts) == 2 and grid.starts[0]["init"] != grid.starts[1]["init"]
+    assert grid.errors["validation"]["rms"] == pytest.approx(min(s["val_rms"] for s in grid.starts), rel=1e-9)
     assert grid.n_iterations >= 2 and grid.optimization_time_s > 0
     result = sample(model, schedule, pool[:3], timesteps=grid.timesteps, **grid.sampler_options)
     assert result.nfe == 5
@@ -61,7 +64,7 @@ def test_strata_weights_are_unbiased(small_result):
     pool_size = sum(s["size"] for s in strata)
     # sum over the training subset of the weights = sum_k size_k / pool = 1
     assert sum(s["weight"] * s["selected"] for s in strata) == pytest.approx(1.0, rel=1e-12)
-    assert pool_size == 420 - 2 * int(0.2 * 420)
+    assert pool_size == 420 - 2 * int(0.2 * 420) - 64  # test, holdout and validation set aside
     assert all(s["selected"] >= 8 for s in strata) and sum(s["selected"] for s in strata) == 64
 
 
@@ -144,22 +147,25 @@ def test_validation(setup):
 
 @pytest.mark.slow
 def test_optimised_grid_beats_the_best_official_configuration():
-    """Reduced acceptance run (analysis/race.py has the full one): standard 2-D target, NFE 10, grid optimised
-    for UniPC on a 4,000-state pool, evaluated on 2,000 independent states: RMS well below the best official
-    DPM-Solver configuration on the same states (the full study reports the factor; here >= 2)."""
+    """Reduced acceptance run (analysis/race.py has the full one; ~2 min): standard 2-D target, NFE 10, a UniPC-3
+    grid optimised on a 20,000-state pool (as in the study), evaluated on 2,000 independent states against the best official
+    DPM-Solver configuration (114 configurations) on the same states. The full study measures a factor of about
+    3 at NFE 10 (population estimate on 30,000 fresh states: 0.036 vs 0.120); here the assertion is >= 2, which
+    a handful of mode-switching states in 2,000 cannot undo."""
     from analysis.race import best_official
     from analysis.targets import T_END as end, T_START as start, standard_schedule, target_2d
+    from expsolver import reference_solve
 
     schedule, mixture = standard_schedule(), target_2d()
     model = mixture.as_model(schedule)
-    pool = mixture.sample(4000, generator=torch.Generator().manual_seed(101), t=start, schedule=schedule)
+    pool = mixture.sample(20000, generator=torch.Generator().manual_seed(101), t=start, schedule=schedule)
     x_eval = mixture.sample(2000, generator=torch.Generator().manual_seed(102), t=start, schedule=schedule)
-    grid = optimize_timesteps(model, schedule, pool, steps=10, t_start=start, t_end=end, x_test=x_eval[:1000],
-                              x_holdout=x_eval[1000:], method="unipc", order=3, variant="bh1",
-                              strata=(0.5, 0.9, 0.99))
-    from expsolver import reference_solve
-
     ref = reference_solve(model, schedule, x_eval, start, end, rtol=1e-9, atol=1e-9).x
+    grid = optimize_timesteps(model, schedule, pool, steps=10, t_start=start, t_end=end, x_test=x_eval[:1000],
+                              ref_test=ref[:1000], x_holdout=x_eval[1000:], ref_holdout=ref[1000:],
+                              method="unipc", order=3, variant="bh1", n_train=1024,
+                              strata=(0.5, 0.9, 0.99, 0.998), n_validation=8192)
+    assert grid.optimization_time_s < 120  # < 60 s on an idle 2-core machine; generous for a loaded one
     official = best_official(model, schedule, x_eval, ref, nfe=10)
     ours = sample(model, schedule, x_eval, timesteps=grid.timesteps, **grid.sampler_options).x
     rms = float((ours - ref).pow(2).sum(1).mean().sqrt())
