@@ -34,9 +34,9 @@ def _config(quick: bool) -> dict:
     if quick:
         return dict(train=dict(steps=150, batch_size=256, hidden=32), n_samples=64, steps=(5, 10, 20),
                     sde_steps=(8, 16, 32), sde_fine_steps=128, reference_rtol=1e-6, dsm_samples=4000)
-    return dict(train=dict(steps=3000, batch_size=512, hidden=128, lr=2e-3), n_samples=1000,
-                steps=(5, 8, 10, 15, 20, 30, 40, 60, 80, 120, 160), sde_steps=(16, 32, 64, 128, 256, 512),
-                sde_fine_steps=2048, reference_rtol=1e-9, dsm_samples=200000)
+    return dict(train=dict(steps=2000, batch_size=512, hidden=128, lr=2e-3), n_samples=1000,
+                steps=(5, 8, 10, 15, 20, 30, 40, 60, 80, 120, 160), sde_steps=(16, 32, 64, 128, 256),
+                sde_fine_steps=1024, reference_rtol=1e-9, dsm_samples=100000)
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:

@@ -44,8 +44,8 @@ def _config(quick: bool) -> dict:
         return dict(gauss=dict(steps=(8, 16, 32), em_steps=(16, 32, 64)),
                     mc=dict(n_paths=400, steps=(8, 16, 32), fine_steps=128, em_steps=(16, 32, 64), em_fine_steps=256))
     return dict(gauss=dict(steps=(8, 16, 32, 64, 128, 256, 512), em_steps=(16, 32, 64, 128, 256, 512, 1024)),
-                mc=dict(n_paths=20000, steps=(8, 16, 32, 64, 128, 256), fine_steps=2048,
-                        em_steps=(32, 64, 128, 256, 512), em_fine_steps=8192))
+                mc=dict(n_paths=8000, steps=(8, 16, 32, 64, 128), fine_steps=1024,
+                        em_steps=(32, 64, 128, 256), em_fine_steps=4096))
 
 
 def _label(name, fit, suffix=""):
