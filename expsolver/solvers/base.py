@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["Step", "StepRule", "taylor_weights", "polynomial_terms"]
+__all__ = ["Step", "StepRule", "MultistepRule", "taylor_weights", "polynomial_terms"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,26 @@ class StepRule:
 
     def __repr__(self):
         return self.name
+
+
+class MultistepRule(StepRule):
+    """A multistep rule: one model call per step, at its start, kept in a history of ``(rho, N)`` pairs (most
+    recent last, at most ``order`` long); subclasses implement :meth:`update`, the step given that history."""
+
+    def nfe(self, order: int) -> int:
+        return 1
+
+    def init(self, problem, x):
+        return []
+
+    def step(self, problem, x, step: Step, state):
+        state.append((problem.rho(step.s), problem.nonlinear(x, step.s)))
+        del state[: max(0, len(state) - self.order)]
+        return self.update(problem, x, step, state)
+
+    def update(self, problem, x, step: Step, history):
+        """The step given the history ``[(rho_i, N_i)]`` (most recent last, at ``step.s``); no model call."""
+        raise NotImplementedError
 
 
 def taylor_weights(nodes) -> np.ndarray:

@@ -29,7 +29,7 @@ import torch
 from .._validation import check_int
 from ..phi import phis
 from ..problems import combine
-from .base import Step, StepRule
+from .base import MultistepRule, Step
 
 __all__ = ["DEISMultistep", "deis_weights", "DEIS_QUADRATURE_NODES", "DEIS_MAX_ORDER"]
 
@@ -80,7 +80,7 @@ def deis_weights(problem, s: float, c, taus, n_nodes: int = DEIS_QUADRATURE_NODE
     return [torch.tensordot(coefs[j], kernels, dims=1).to(z.dtype) for j in range(len(taus))]
 
 
-class DEISMultistep(StepRule):
+class DEISMultistep(MultistepRule):
     """DEIS tAB-(order-1): exponential multistep with Lagrange interpolation in the problem's time (see module).
 
     Parameters
@@ -95,18 +95,6 @@ class DEISMultistep(StepRule):
         self.order = check_int(order, "order", minimum=1, maximum=DEIS_MAX_ORDER)
         self.n_nodes = check_int(n_nodes, "n_nodes", minimum=1)
         self.name = f"DEIS tAB{order - 1}"
-
-    def nfe(self, order: int) -> int:
-        return 1
-
-    def init(self, problem, x):
-        return []  # history of (rho, N), most recent last
-
-    def step(self, problem, x, step: Step, state):
-        history = state
-        history.append((problem.rho(step.s), problem.nonlinear(x, step.s)))
-        del history[: max(0, len(history) - self.order)]
-        return self.update(problem, x, step, history)
 
     def update(self, problem, x, step: Step, history):
         """The step given the history ``[(rho_i, N_i)]`` (most recent last, at ``step.s``); no model call."""

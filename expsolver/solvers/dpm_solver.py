@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .._validation import check_choice, check_int
 from ..problems import combine
-from .base import Step, StepRule, polynomial_terms
+from .base import MultistepRule, Step, StepRule, polynomial_terms
 
 __all__ = ["SOLVER_TYPES", "DPMSolverSinglestep", "DPMSolverMultistep", "MULTISTEP_COEFFICIENTS",
            "singlestep_fast_orders"]
@@ -90,7 +90,7 @@ class DPMSolverSinglestep(StepRule):
         return combine(c, x, polynomial_terms(c.integrals(3), c.h, (0.0, r1, r2), (n_s, n_s1, n_s2)))
 
 
-class DPMSolverMultistep(StepRule):
+class DPMSolverMultistep(MultistepRule):
     """Multistep DPM-Solver-k / DPM-Solver++(kM) (Lu et al. 2022b Alg. 2 and App. B), one NFE per step.
 
     The step from ``rho_0`` (current) uses the history ``N_0, N_{-1}, ...`` at ``rho_0, rho_0 - h_0, ...``; with
@@ -113,18 +113,6 @@ class DPMSolverMultistep(StepRule):
         self.solver_type = check_choice(solver_type, "solver_type", SOLVER_TYPES)
         suffix = ", official 3M" if coefficients == "official" and order == 3 else ""
         self.name = f"multistep DPM-Solver-{order} ({solver_type}{suffix})"
-
-    def nfe(self, order: int) -> int:
-        return 1
-
-    def init(self, problem, x):
-        return []  # history of (rho, N), most recent last
-
-    def step(self, problem, x, step: Step, state):
-        history = state
-        history.append((problem.rho(step.s), problem.nonlinear(x, step.s)))
-        del history[: max(0, len(history) - self.order)]
-        return self.update(problem, x, step, history)
 
     def update(self, problem, x, step: Step, history):
         """The step given the history ``[(rho_i, N_i)]`` (most recent last, at ``step.s``); no model call."""
