@@ -28,7 +28,7 @@ from .order import OrderFit, fit_order
 from .results import ResultStore, cached_reference, provenance, result_type
 from .targets import T_END, T_START
 
-__all__ = ["dpm_solver_names", "SolverRun", "GlobalErrorCurve", "GlobalErrorStudy", "global_error_study", "registry_runs",
+__all__ = ["error_at_nfe", "dpm_solver_names", "SolverRun", "GlobalErrorCurve", "GlobalErrorStudy", "global_error_study", "registry_runs",
            "error_statistics", "grid_h_max", "steps_option", "DEFAULT_NFES", "DEFAULT_STEPS", "STATISTICS"]
 
 DEFAULT_NFES = (6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
@@ -101,11 +101,19 @@ class GlobalErrorCurve:
 
     def at_nfe(self, nfe: int, statistic: str = "median") -> tuple[int | None, float]:
         """``(actual_nfe, error)`` of the largest budget with ``actual NFE <= nfe`` (``(None, nan)`` if none)."""
-        ok = np.nonzero(self.nfe <= nfe)[0]
-        if ok.size == 0:
-            return None, float("nan")
-        i = int(ok[np.argmax(self.nfe[ok])])
-        return int(self.nfe[i]), float(getattr(self, statistic)[i])
+        return error_at_nfe(self.nfe, getattr(self, statistic), nfe)
+
+
+def error_at_nfe(nfes, errors, nfe: int, valid=None) -> tuple[int | None, float]:
+    """``(actual_nfe, error)`` of the entry with the largest NFE ``<= nfe`` among the ``valid`` ones (all by
+    default); ``(None, nan)`` if there is none."""
+    nfes = np.asarray(nfes)
+    mask = nfes <= nfe if valid is None else (nfes <= nfe) & np.asarray(valid)
+    ok = np.nonzero(mask)[0]
+    if ok.size == 0:
+        return None, float("nan")
+    i = int(ok[np.argmax(nfes[ok])])
+    return int(nfes[i]), float(np.asarray(errors)[i])
 
 
 @result_type

@@ -20,8 +20,8 @@ import torch
 
 from expsolver import reference_solve
 
-from .global_error import (DEFAULT_NFES, STATISTICS, GlobalErrorStudy, error_statistics, global_error_study,
-                           registry_runs)
+from .global_error import (DEFAULT_NFES, STATISTICS, GlobalErrorStudy, error_at_nfe, error_statistics,
+                           global_error_study, registry_runs)
 from .results import cached_reference, provenance, result_type
 from .targets import T_END, T_START
 
@@ -70,11 +70,7 @@ class ClassicalCurve:
 
     def at_nfe(self, nfe: int, statistic: str = "median") -> tuple[int | None, float]:
         """``(actual_nfe, error)`` of the successful run with the largest NFE ``<= nfe``."""
-        ok = np.nonzero((self.nfe <= nfe) & np.isfinite(self.median))[0]
-        if ok.size == 0:
-            return None, float("nan")
-        i = int(ok[np.argmax(self.nfe[ok])])
-        return int(self.nfe[i]), float(getattr(self, statistic)[i])
+        return error_at_nfe(self.nfe, getattr(self, statistic), nfe, valid=np.isfinite(self.median))
 
 
 @result_type
