@@ -10,7 +10,8 @@ replaces the integral by
 
     I_0 N_0 + beta * sum_m a_m D_m,        D_m = (N_m - N_0) / r_m,                                          (1)
 
-(Zhao et al. 2023, Alg. 2 (UniP-p) and Alg. 1 (UniC-p), data form; Alg. 3 and App. for the noise form). Here
+(Zhao et al. 2023, Sec. 3: UniC-p, Theorem 3.1, order p + 1; UniP-p, Corollary 3.2, order p; noise and data
+prediction differ by ``hh = h`` or ``hh = -h``; coefficient system as in the official code). Here
 ``beta = B(z h) / z`` maps the paper's ``B(h)`` into this form: in the noise form ``beta = B(h)`` and the paper's
 update is ``x_t = ... - sigma_t B(h) sum a_m D_m``; in the data form ``beta = -B(-h)`` and the paper's update is
 ``x_t = ... - alpha_t B(-h) sum a_m D_m`` (its ``hh = -h``). The variants are
@@ -127,7 +128,7 @@ class _History(list):
 
 
 class UniPC(StepRule):
-    """Multistep UniP-p predictor with the UniC-p corrector (Zhao et al. 2023, Alg. 1-3), one NFE per step.
+    """Multistep UniP-p predictor with the UniC-p corrector (Zhao et al. 2023, Sec. 3), one NFE per step.
 
     Parameters
     ----------
