@@ -200,15 +200,8 @@ class SDEDPMSolverMultistep(StepRule):
         return mean + problem.noise_std(step.s, step.t) * z
 
 
-class EulerMaruyama(StepRule):
-    """Euler-Maruyama in ``t`` for the reverse SDE (7), one NFE per step; strong and weak order 1 (additive noise).
-
-    ``x_t = x_s + (t - s) [f(s) x_s + g^2(s)/sigma_s eps_theta(x_s, s)] + g(s) sqrt(s - t) z``, with
-    ``z = (W_t - W_s)/sqrt(s - t)`` the normalised increment in the variable ``t`` (noise rate 0).
-    """
-
-    order = 1
-    name = "Euler-Maruyama"
+class _OneStepSDERule(StepRule):
+    """A one-NFE stochastic step rule of the reverse SDE: takes its noise source, checks its problem."""
 
     def __init__(self, noise: NoiseSource | None = None):
         self.noise = _check_noise(noise)
@@ -220,13 +213,24 @@ class EulerMaruyama(StepRule):
         _check_problem(problem, self)
         return None
 
+
+class EulerMaruyama(_OneStepSDERule):
+    """Euler-Maruyama in ``t`` for the reverse SDE (7), one NFE per step; strong and weak order 1 (additive noise).
+
+    ``x_t = x_s + (t - s) [f(s) x_s + g^2(s)/sigma_s eps_theta(x_s, s)] + g(s) sqrt(s - t) z``, with
+    ``z = (W_t - W_s)/sqrt(s - t)`` the normalised increment in the variable ``t`` (noise rate 0).
+    """
+
+    order = 1
+    name = "Euler-Maruyama"
+
     def step(self, problem, x, step: Step, state):
         s, t = step.s, step.t
         z = self.noise.normal(step.index, "t", s, t, 0.0, x)
         return x + (t - s) * problem.drift(s, x) + (problem.diffusion(s) * math.sqrt(s - t)) * z
 
 
-class DDPMAncestral(StepRule):
+class DDPMAncestral(_OneStepSDERule):
     """The DDPM ancestral step (Ho et al. 2020, Alg. 2, posterior variance) on a continuous schedule; one NFE.
 
     With ``a = alpha_s^2/alpha_t^2`` (DDPM's ``alpha`` of the step) and ``h = lam_t - lam_s``:
@@ -237,16 +241,6 @@ class DDPMAncestral(StepRule):
 
     order = 1
     name = "DDPM ancestral"
-
-    def __init__(self, noise: NoiseSource | None = None):
-        self.noise = _check_noise(noise)
-
-    def nfe(self, order: int) -> int:
-        return 1
-
-    def init(self, problem, x):
-        _check_problem(problem, self)
-        return None
 
     def step(self, problem, x, step: Step, state):
         s, t = step.s, step.t
