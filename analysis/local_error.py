@@ -33,7 +33,7 @@ from .order import OrderFit, fit_order
 from .results import cached_reference, provenance, result_type
 from .targets import T_START
 
-__all__ = ["LocalErrorCurve", "LocalErrorStudy", "local_error_study", "LAM_STARTS", "DEFAULT_HS",
+__all__ = ["LocalErrorCurve", "LocalErrorStudy", "local_error_study", "one_step_errors", "LAM_STARTS", "DEFAULT_HS",
            "PREDICTION_OF", "ALGORITHM_TYPES"]
 
 #: Default starting points ``lam_s``: noisy, middle, near the data (linear schedule: lam runs -5.0 .. 4.6).
@@ -103,9 +103,46 @@ class LocalErrorStudy:
         raise KeyError(f"no curve for solver={solver!r}, algorithm_type={algorithm_type!r}, lam_s={lam_s!r}")
 
 
-def _history_length(rule, config) -> int:
-    """Number of model values a multistep rule uses (``rule.order``), or 0 for a singlestep rule."""
-    return int(rule.order) if config.kind != "singlestep" else 0
+def _history_length(rule) -> int:
+    """Number of model values a multistep rule (one with ``update``) uses, ``rule.order``; 0 for a singlestep rule."""
+    return int(rule.order) if hasattr(rule, "update") else 0
+
+
+def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-math.inf, math.inf),
+                    nonlinear=None) -> tuple[list, list]:
+    """Per-sample errors of one step ``lam_s -> lam_s + h`` from the exact state, for every ``h`` in ``hs``.
+
+    ``state_at(lam)`` returns the reference states at ``lam`` (``lam_s``, ``lam_s + h`` and, for a multistep rule
+    of order ``k``, ``lam_s - j h`` for ``j < k``). A singlestep rule takes the step with ``rule.step``; a multistep
+    rule with ``rule.update`` and the exact history ``[(lam_s - j h, N(x_ref(lam_s - j h)))]``, so its error is the
+    local truncation error alone (a rule with an ``update`` method is a multistep rule using ``rule.order``
+    values). Steps whose end or history would leave the open interval ``lam_range`` are
+    skipped. ``nonlinear(lam)`` (optional) supplies ``N`` at the history points (e.g. from a cache).
+
+    Returns ``(used_hs, errors)``: the steps taken and, per step, the numpy array of ``|x_step - x_ref(lam_s + h)|``.
+    """
+    schedule = problem.schedule
+    lam_lo, lam_hi = lam_range
+    if nonlinear is None:
+        nonlinear = lambda lam: problem.nonlinear(state_at(lam), schedule.lam_inverse_float(lam))  # noqa: E731
+    n_hist = _history_length(rule)
+    s = schedule.lam_inverse_float(lam_s)
+    used_h, errors = [], []
+    for h in hs:
+        h = float(h)
+        if lam_s + h >= lam_hi or (n_hist > 1 and lam_s - (n_hist - 1) * h <= lam_lo):
+            continue
+        step = Step(0, s, schedule.lam_inverse_float(lam_s + h), int(rule.order))
+        with torch.no_grad():
+            if n_hist == 0:
+                x1 = rule.step(problem, state_at(lam_s), step, rule.init(problem, state_at(lam_s)))
+            else:
+                lams_hist = [lam_s - j * h for j in range(n_hist - 1, 0, -1)] + [lam_s]
+                history = [(problem.rho(schedule.lam_inverse_float(lam)), nonlinear(lam)) for lam in lams_hist]
+                x1 = rule.update(problem, state_at(lam_s), step, history)
+        used_h.append(h)
+        errors.append((x1 - state_at(lam_s + h)).reshape(x1.shape[0], -1).norm(dim=1).cpu().numpy())
+    return used_h, errors
 
 
 def local_error_study(target, schedule, *, target_name: str = "target", solvers=None, algorithm_types=ALGORITHM_TYPES,
@@ -182,7 +219,7 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
             skipped[name] = f"kind {config.kind!r} without update(problem, x, step, history)"
             continue
         rules[name] = (config, rule)
-    max_hist = max([_history_length(r, c) for c, r in rules.values()] + [1])
+    max_hist = max([_history_length(r) for _, r in rules.values()] + [1])
 
     study = LocalErrorStudy(target=target_name, schedule=repr(schedule), n_samples=n_samples, seed=seed,
                             dtype=str(dtype), t_start=float(t_start), lam_starts=[float(v) for v in lam_starts],
@@ -216,26 +253,12 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
                     n_cache[lam] = problem.nonlinear(states[lam], t_of[lam])
                 return n_cache[lam]
 
-            s = t_of[lam_s]
             for name, (config, rule) in rules.items():
-                n_hist = _history_length(rule, config)
-                used_h, med, rms, p90 = [], [], [], []
-                for h in hs:
-                    if lam_s + h >= lam_hi or (n_hist > 1 and lam_s - (n_hist - 1) * h <= lam_lo):
-                        continue
-                    step = Step(0, s, t_of[lam_s + h], int(rule.order))
-                    with torch.no_grad():
-                        if n_hist == 0:
-                            x1 = rule.step(problem, states[lam_s], step, rule.init(problem, states[lam_s]))
-                        else:
-                            lams_hist = [lam_s - j * h for j in range(n_hist - 1, 0, -1)] + [lam_s]
-                            history = [(problem.rho(t_of[lam]), nonlinear(lam)) for lam in lams_hist]
-                            x1 = rule.update(problem, states[lam_s], step, history)
-                    err = (x1 - states[lam_s + h]).reshape(x1.shape[0], -1).norm(dim=1).cpu().numpy()
-                    used_h.append(h)
-                    med.append(float(np.median(err)))
-                    rms.append(float(np.sqrt(np.mean(err**2))))
-                    p90.append(float(np.percentile(err, 90)))
+                used_h, errors = one_step_errors(rule, problem, states.__getitem__, lam_s, hs,
+                                                 lam_range=(lam_lo, lam_hi), nonlinear=nonlinear)
+                med = [float(np.median(e)) for e in errors]
+                rms = [float(np.sqrt(np.mean(e**2))) for e in errors]
+                p90 = [float(np.percentile(e, 90)) for e in errors]
                 used_h = np.array(used_h)
                 fit = fit_order(used_h, np.array(med), expected=config.order + 1, floor=floor)
                 study.curves.append(LocalErrorCurve(

@@ -23,6 +23,11 @@ trajectories pass near the saddle between two modes) and its median.
   training subset; never selected on test or holdout) must reach at most 1/3 of the best official RMS on both test
   and holdout at NFE 10 and 20. Bootstrap 95 % intervals of every RMS (resampling states) are recorded, because a
   handful of states carry most of it.
+* **Switch analysis** (:func:`switch_analysis`): for each acceptance NFE and evaluation set, the states that end
+  in another mode than the reference under our sampler and under the best official configuration, the fraction of
+  random perturbations of size 1e-2 at ``t_start`` that change each one's exact end mode
+  (:func:`boundary_sensitivity`: non-zero means it lies within 1e-2 of a basin boundary), and the number of
+  switches the 1/3 criterion leaves room for given our error on all other states.
 * **Population estimate**: since 1,000 or 5,000 states hold only a few of the mode-switching states that carry the
   RMS, the acceptance grids and the best official configuration (the full sweep again) are also measured on
   ``n_population`` (30,000) further independent states.
@@ -31,19 +36,20 @@ trajectories pass near the saddle between two modes) and its median.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from expsolver import SKIP_TYPES, optimize_timesteps, sample
+from expsolver import SKIP_TYPES, optimize_timesteps, reference_solve, sample
 
 from .results import cached_reference, provenance, result_type
 from .targets import T_END, T_START, get_target, standard_schedule
 
 __all__ = ["LINEUP", "OPTIMISED", "RaceConfig", "RaceCurve", "RaceResult", "official_configs", "best_official",
-           "rms_interval", "race_study", "race_config", "ACCEPTANCE_NFES"]
+           "rms_interval", "race_study", "race_config", "ACCEPTANCE_NFES", "boundary_sensitivity", "switch_analysis"]
 
 #: name -> sample() options of the solvers in the race.
 LINEUP = {
@@ -90,6 +96,8 @@ class RaceConfig:
     n_starts: int = 3
     official_methods: tuple = ("singlestep", "singlestep_fixed", "multistep")
     n_bootstrap: int = 2000
+    boundary_radius: float = 1e-2
+    boundary_perturbations: int = 20
 
 
 def race_config(target: str, quick: bool = False) -> RaceConfig:
@@ -98,7 +106,8 @@ def race_config(target: str, quick: bool = False) -> RaceConfig:
         return RaceConfig(target=target, n_pool=500, n_test=100, n_holdout=150, nfes=(6, 10), optimise_nfes=(10,),
                           official_nfes=(10,), lineup=("DDIM", "UniPC-3-bh1"), optimised=("UniPC-3-bh1",),
                           n_train=96, strata=(0.5, 0.9), max_iter=5, max_time=5.0, n_validation=128, n_starts=1,
-                          n_bootstrap=100, official_methods=("multistep",), n_population=0)
+                          n_bootstrap=100, official_methods=("multistep",), n_population=0,
+                          boundary_perturbations=4)
     return RaceConfig(target=target)
 
 
@@ -291,6 +300,18 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
     timings["optimisation_s"] = time.perf_counter() - t0
 
     acceptance = _acceptance(grids, official, curves)
+    t0 = time.perf_counter()
+    for n, entry in acceptance.items():
+        grid = next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
+        for split in ("test", "holdout"):
+            ours, _ = run(LINEUP[entry["solver"]], int(n), split, grid["timesteps"])
+            best, _ = run(official[n][split]["options"], int(n), split)
+            entry[split]["switches"] = switch_analysis(target, schedule, states[split], refs[split], ours.x, best.x,
+                                                       allowed_rms=official[n][split]["rms"] / 3.0, cfg=cfg)
+        say(f"{cfg.target}: switch analysis at NFE {n}: " + "; ".join(
+            f"{split}: {len(entry[split]['switches']['ours'])} switched (allowed "
+            f"{entry[split]['switches']['allowed_switches']})" for split in ("test", "holdout")))
+    timings["switch_analysis_s"] = time.perf_counter() - t0
     if cfg.n_population:
         t0 = time.perf_counter()
         x_pop = target.sample(cfg.n_population, generator=torch.Generator().manual_seed(cfg.population_seed),
@@ -314,6 +335,62 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
 
     return RaceResult(target=cfg.target, config=asdict(cfg), reference=reference, curves=curves,
                       official_best=official, grids=grids, acceptance=acceptance, timings=timings)
+
+
+def boundary_sensitivity(target, schedule, x, ref_components, *, radius: float = 1e-2, n_perturbations: int = 20,
+                         seed: int = 0, rtol: float = 1e-10) -> np.ndarray:
+    """How close each state lies to a boundary between the basins of two modes of the exact flow.
+
+    For each state ``x_i`` at ``T_START``: the fraction of ``n_perturbations`` perturbed states ``x_i + radius u``
+    (``u`` uniform on the unit sphere, seeded) whose exact flow (SciPy DOP853 in lambda at ``rtol``) ends at
+    ``T_END`` in another mixture component than ``ref_components[i]``, the component of ``x_i``'s own reference
+    end state. A non-zero fraction means ``x_i`` is within ``radius`` of a basin boundary: a sampler whose error,
+    carried back to ``T_START``, exceeds that distance can send it to the other mode, where its error is about the
+    distance between two modes.
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if len(x) == 0:
+        return np.zeros(0)
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn((len(x), n_perturbations) + tuple(x.shape[1:]), generator=gen, dtype=torch.float64)
+    u = u / u.reshape(len(x), n_perturbations, -1).norm(dim=2).reshape((len(x), n_perturbations) + (1,) * (x.ndim - 1))
+    xs = (x.unsqueeze(1) + radius * u).reshape((-1,) + tuple(x.shape[1:]))
+    result = reference_solve(target.as_model(schedule), schedule, xs, T_START, T_END, rtol=rtol, atol=rtol)
+    if not result.success:
+        raise RuntimeError(f"reference solve of the perturbed states failed: {result.message}")
+    ends = target.component(result.x, T_END, schedule).reshape(len(x), n_perturbations)
+    return (ends != torch.as_tensor(ref_components).reshape(-1, 1)).double().mean(dim=1).numpy()
+
+
+def switch_analysis(target, schedule, x, ref, ours, official, *, allowed_rms: float, cfg: RaceConfig) -> dict:
+    """Which states end in another mode than the reference under our sampler (``ours``, end states) and under
+    the best official configuration (``official``), how close they lie to a basin boundary
+    (:func:`boundary_sensitivity`), and how many switches the acceptance (RMS <= ``allowed_rms``) leaves room for.
+
+    ``allowed_switches`` = ``floor((n allowed_rms^2 - sum of our squared errors over the states we do not switch)
+    / mean squared error of a switched state)`` (the switch error of the official configuration when we switch
+    none): the number of mode switches our sampler may make on these states and still pass.
+    """
+    comp_ref = target.component(ref, T_END, schedule)
+    switched = {name: torch.nonzero(target.component(xe, T_END, schedule) != comp_ref).flatten().tolist()
+                for name, xe in (("ours", ours), ("official", official))}
+    hard = sorted(set(switched["ours"]) | set(switched["official"]))
+    flips = boundary_sensitivity(target, schedule, x[hard], comp_ref[hard], radius=cfg.boundary_radius,
+                                 n_perturbations=cfg.boundary_perturbations, rtol=cfg.reference_rtol)
+    err = _errors(ours, ref)
+    mask = np.zeros(len(err), dtype=bool)
+    mask[switched["ours"]] = True
+    if mask.any():
+        per_switch = float(np.mean(err[mask] ** 2))
+    else:
+        official_err = _errors(official, ref)[switched["official"]]
+        per_switch = float(np.mean(official_err**2)) if len(official_err) else math.inf
+    room = len(err) * allowed_rms**2 - float(np.sum(err[~mask] ** 2))
+    allowed = int(max(0.0, math.floor(room / per_switch))) if math.isfinite(per_switch) else None
+    return dict(ours=switched["ours"], official=switched["official"],
+                flip_fraction={str(i): float(f) for i, f in zip(hard, flips)}, radius=cfg.boundary_radius,
+                n_perturbations=cfg.boundary_perturbations, allowed_switches=allowed,
+                switch_error=math.sqrt(per_switch) if math.isfinite(per_switch) else None)
 
 
 def _curve(name, options, grid, rows) -> RaceCurve:

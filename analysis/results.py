@@ -161,7 +161,7 @@ def from_jsonable(value, arrays=None):
 
 def _import_study_modules() -> None:
     """Import the modules that register this package's result types (so loading works in a fresh process)."""
-    from . import global_error, local_error, order, work_precision  # noqa: F401
+    from . import global_error, local_error, order, verification, work_precision  # noqa: F401
 
 
 def _paths(path: str) -> tuple[str, str]:

@@ -153,14 +153,12 @@ def dsm_loss(model, schedule, data, *, n: int | None = None, form: str = "noise"
     n = check_int(n, "n", minimum=2)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     lo, hi = _t_range(schedule, t_range)
-    terms = []
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            x0 = _draw_x0(data, m, generator, dtype)
-            t, eps, xt, sigma = _noised(schedule, x0, lo, hi, generator)
-            terms.append(_terms(model, xt, t, eps, sigma, form, model_type))
-    return _mc(torch.cat(terms))
+
+    def batch(m):
+        t, eps, xt, sigma = _noised(schedule, _draw_x0(data, m, generator, dtype), lo, hi, generator)
+        return _terms(model, xt, t, eps, sigma, form, model_type)
+
+    return _batched_mc(n, batch_size, batch)
 
 
 def irreducible_dsm_loss(mixture: GaussianMixture, schedule, *, n: int, form: str = "noise", t_range=None,
@@ -194,17 +192,14 @@ def irreducible_dsm_loss(mixture: GaussianMixture, schedule, *, n: int, form: st
     n = check_int(n, "n", minimum=2)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     lo, hi = _t_range(schedule, t_range)
-    terms = []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        t = lo + (hi - lo) * torch.rand(m, generator=generator, dtype=torch.float64)
-        xt = mixture.sample(m, generator, t=t, schedule=schedule)
+
+    def batch(m):
+        t, xt = _draw_marginal(mixture, schedule, m, lo, hi, generator)
         e = mixture.eps(xt, t, schedule)
         term = mixture.d - (e * e).sum(dim=1)
-        if form == "score":
-            term = term / schedule.sigma(t) ** 2
-        terms.append(term)
-    return _mc(torch.cat(terms))
+        return term / schedule.sigma(t) ** 2 if form == "score" else term
+
+    return _batched_mc(n, batch_size, batch)
 
 
 def excess_dsm_loss(model, mixture: GaussianMixture, schedule, *, n: int, t_range=None, generator=None,
@@ -219,18 +214,29 @@ def excess_dsm_loss(model, mixture: GaussianMixture, schedule, *, n: int, t_rang
     n = check_int(n, "n", minimum=2)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     lo, hi = _t_range(schedule, t_range)
-    terms = []
+
+    def batch(m):
+        t, xt = _draw_marginal(mixture, schedule, m, lo, hi, generator)
+        out = model(xt, t)
+        if not isinstance(out, torch.Tensor) or out.shape != xt.shape:
+            raise ValueError(f"model output must have shape {tuple(xt.shape)}")
+        diff = out - mixture.eps(xt, t, schedule)
+        return (diff * diff).sum(dim=1)
+
+    return _batched_mc(n, batch_size, batch)
+
+
+def _draw_marginal(mixture, schedule, m: int, lo: float, hi: float, generator) -> tuple:
+    """``t ~ U[lo, hi]`` (float64) and ``x_t ~ q_t`` drawn directly from the mixture's marginal."""
+    t = lo + (hi - lo) * torch.rand(m, generator=generator, dtype=torch.float64)
+    return t, mixture.sample(m, generator, t=t, schedule=schedule)
+
+
+def _batched_mc(n: int, batch_size: int, batch) -> MCEstimate:
+    """Mean and standard error of ``n`` per-sample terms, computed by ``batch(m)`` (a tensor of ``m`` terms) in
+    consecutive batches of at most ``batch_size``, without autograd."""
     with torch.no_grad():
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            t = lo + (hi - lo) * torch.rand(m, generator=generator, dtype=torch.float64)
-            xt = mixture.sample(m, generator, t=t, schedule=schedule)
-            out = model(xt, t)
-            if not isinstance(out, torch.Tensor) or out.shape != xt.shape:
-                raise ValueError(f"model output must have shape {tuple(xt.shape)}")
-            diff = out - mixture.eps(xt, t, schedule)
-            terms.append((diff * diff).sum(dim=1))
-    return _mc(torch.cat(terms))
+        return _mc(torch.cat([batch(min(batch_size, n - start)) for start in range(0, n, batch_size)]))
 
 
 class NoisePredictorMLP(torch.nn.Module):

@@ -109,6 +109,7 @@ class DiffusionODE(SemiLinearProblem):
     ----------
     schedule : VPSchedule
     model : ModelWrapper
+        Wrapping the same ``schedule`` object (``ValueError`` otherwise).
     prediction : {"noise", "data"}
     """
 
@@ -117,6 +118,11 @@ class DiffusionODE(SemiLinearProblem):
             raise TypeError(f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}")
         if not isinstance(model, ModelWrapper):
             raise TypeError(f"model must be a ModelWrapper, got {type(model).__name__}")
+        if model.schedule is not schedule:
+            # The wrapper converts the model's output with its own schedule's alpha and sigma: two schedules would
+            # silently mix two ODEs.
+            raise ValueError(f"model must wrap the same schedule object as the problem: the ModelWrapper holds "
+                             f"{model.schedule!r}, the problem {schedule!r}")
         self.schedule = schedule
         self.model = model
         self.prediction = check_choice(prediction, "prediction", PREDICTIONS)

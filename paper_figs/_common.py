@@ -16,14 +16,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from analysis import T_END, T_START, standard_schedule, target_16d, target_2d
+from analysis import T_END, standard_schedule, target_16d, target_2d
 from analysis.global_error import DEFAULT_STEPS, SolverRun, global_error_study, registry_runs
 from analysis.local_error import local_error_study
 from analysis.results import ResultStore, fingerprint, load_result, save_result
+from analysis.verification import WARM_UP_SOLVERS, VerificationProblem, verify_orders
 from analysis.work_precision import work_precision_study
 
 __all__ = ["RunConfig", "config_for", "get_study", "compute_studies", "TIMINGS", "build_parser", "run_main", "DEFAULT_OUT", "TARGET_LABELS",
-           "error_label", "code_fingerprint", "GRID_SKIP_TYPES", "LOF_VARIANTS"]
+           "error_label", "code_fingerprint", "GRID_SKIP_TYPES", "LOF_VARIANTS", "make_figure"]
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 TARGET_LABELS = {"2d": "2-D mixture (6 components)", "16d": "16-D mixture (4 comp., full cov.)"}
@@ -55,6 +56,9 @@ class RunConfig:
     classical_scale: int  # number of values taken from each classical sweep
     fig6_samples: int
     fig6_trajectories: int
+    verification_solvers: tuple | None  # registry names whose orders are verified (None: all)
+    verification_algorithms: tuple
+    verification_warm_up: tuple  # solvers whose order is also verified with the driver's warm-up steps
     dpi: int = 150
 
 
@@ -65,13 +69,15 @@ def config_for(quick: bool, seed: int) -> RunConfig:
                          global_samples=16, global_steps=(3, 4, 5, 6, 8, 10, 12, 16, 20, 24),
                          global_max_nfe=64, global_algorithms_16d=("dpmsolver++",),
                          grid_nfes=(5, 8, 10, 12, 15, 20), grid_samples=16, classical_scale=3,
-                         fig6_samples=64, fig6_trajectories=12, dpi=72)
+                         fig6_samples=64, fig6_trajectories=12, verification_solvers=("DPM-Solver-2M",),
+                         verification_algorithms=("dpmsolver++",), verification_warm_up=(), dpi=72)
     return RunConfig(quick=False, seed=seed, local_samples=64, dpi=150,
                      local_hs=tuple(float(v) for v in np.geomspace(10**-2.5, 1.0, 16)), lam_starts=(-2.0, 0.5, 3.0),
                      global_samples=128, global_steps=(3, 5) + DEFAULT_STEPS, global_max_nfe=800,
                      global_algorithms_16d=("dpmsolver++", "dpmsolver"),
                      grid_nfes=tuple(range(5, 26)), grid_samples=128, classical_scale=100,
-                     fig6_samples=300, fig6_trajectories=40)
+                     fig6_samples=300, fig6_trajectories=40, verification_solvers=None,
+                     verification_algorithms=("dpmsolver++", "dpmsolver"), verification_warm_up=WARM_UP_SOLVERS)
 
 
 def error_label(study_reference: dict, t_end: float = T_END, statistic: str = "median") -> str:
@@ -105,7 +111,8 @@ _CODE_FP: list = []
 
 
 # The analysis modules whose code determines study data (plot styles and summaries do not).
-_STUDY_MODULES = ("targets.py", "order.py", "results.py", "local_error.py", "global_error.py", "work_precision.py")
+_STUDY_MODULES = ("targets.py", "order.py", "results.py", "local_error.py", "global_error.py", "work_precision.py",
+                  "verification.py")
 
 
 # -- studies ---------------------------------------------------------------------------------------------------
@@ -149,12 +156,18 @@ def _grids(cfg: RunConfig, out_dir: str, target: str = "2d"):
                               n_samples=cfg.grid_samples, seed=cfg.seed, store=store)
 
 
+def _orders(cfg: RunConfig, out_dir: str):
+    return verify_orders(cfg.verification_solvers, cfg.verification_algorithms, warm_up=cfg.verification_warm_up,
+                         vp=VerificationProblem(cache_dir=None))
+
+
 _STUDIES = {"local_2d": lambda c, o: _local(c, o, "2d"),
             "order_2d": lambda c, o: _order(c, o, "2d"),
             "order_16d": lambda c, o: _order(c, o, "16d"),
             "wp_2d": lambda c, o: _work_precision(c, o, "2d"),
             "wp_16d": lambda c, o: _work_precision(c, o, "16d"),
-            "grids_2d": lambda c, o: _grids(c, o, "2d")}
+            "grids_2d": lambda c, o: _grids(c, o, "2d"),
+            "orders": _orders}
 STUDY_NAMES = tuple(_STUDIES)
 _MEMO: dict = {}
 #: Wall and CPU seconds of every study computed in this process (studies nested in others are included in both).
@@ -190,6 +203,21 @@ def compute_studies(names, out_dir: str, quick: bool, seed: int, code: str | Non
     for name in names:
         get_study(name, out_dir, cfg)
     return dict(TIMINGS)
+
+
+def make_figure(name: str, out_dir: str, quick: bool, seed: int, code: str | None = None) -> dict:
+    """Make the figure ``paper_figs.<name>`` and return its info with its wall and CPU seconds (also the entry
+    point of the driver's helper process; ``code`` is the caller's :func:`code_fingerprint`)."""
+    import importlib
+
+    torch.set_num_threads(1)
+    if code is not None:
+        _CODE_FP[:] = [code]
+    module = importlib.import_module(f"paper_figs.{name}")
+    wall, cpu = time.perf_counter(), time.process_time()
+    info = module.make(out_dir, quick, seed)
+    info["seconds"] = dict(wall_s=round(time.perf_counter() - wall, 2), cpu_s=round(time.process_time() - cpu, 2))
+    return info
 
 
 # -- command line ----------------------------------------------------------------------------------------------

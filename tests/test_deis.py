@@ -11,9 +11,11 @@ import pytest
 import torch
 from scipy import integrate as sp_integrate
 
+from analysis.local_error import one_step_errors
 from analysis.order import fit_order
+from analysis.verification import LOCAL_FLOOR, LOCAL_HS, VerificationProblem
 from conftest import make_mixture_2d
-from expsolver import VPCosine, VPLinear, reference_solve, sample
+from expsolver import VPCosine, VPLinear, sample
 from expsolver.models import ModelWrapper
 from expsolver.problems import BernoulliETDProblem, DiffusionODE
 from expsolver.solvers import DEISMultistep, DPMSolverMultistep, Step
@@ -108,38 +110,19 @@ def test_driver_and_validation():
         DEISMultistep(3).update(_problem(schedule, "noise"), x, Step(0, 1.0, 0.5, 3), [(0.0, x)])
 
 
-LAM_S = 0.0
-LOCAL_H = 0.8 * 2.0 ** (-np.arange(17) / 2.0)
-
-
 @pytest.fixture(scope="module")
-def local_reference():
-    mixture, schedule = make_mixture_2d(), VPLinear()
-    model = mixture.as_model(schedule)
-    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    lams = sorted({LAM_S} | {LAM_S + h for h in LOCAL_H} | {LAM_S - m * h for h in LOCAL_H for m in (1, 2, 3)})
-    ts = [schedule.inverse_lam(float(v)) for v in lams]
-    result = reference_solve(model, schedule, x, 1.0, ts[-1], method="DOP853", rtol=1e-12, atol=1e-12,
-                             ts=[1.0] + ts)
-    states = {lam: result.xs[i + 1] for i, lam in enumerate(lams)}
-    return schedule, model, lambda lam: states[min(states, key=lambda v: abs(v - lam))]
+def vp():
+    return VerificationProblem(n_samples=32)
 
 
 @pytest.mark.parametrize("prediction", ["noise", "data"])
 @pytest.mark.parametrize("k", [2, 3])
-def test_local_order(local_reference, prediction, k):
-    """One step of tAB(k-1) from the exact history: local order k + 1 (RMS over samples; fitted window)."""
-    schedule, model, ref = local_reference
-    errors = []
-    for h in LOCAL_H:
-        problem = DiffusionODE(schedule, ModelWrapper(model, schedule), prediction)
-        lams = [LAM_S - m * float(h) for m in range(k - 1, -1, -1)]
-        history = [(problem.rho(schedule.inverse_lam(v)), problem.nonlinear(ref(v), schedule.inverse_lam(v)))
-                   for v in lams]
-        s, t = schedule.inverse_lam(LAM_S), schedule.inverse_lam(LAM_S + float(h))
-        history[-1] = (problem.rho(s), history[-1][1])
-        x_t = DEISMultistep(k).update(problem, ref(LAM_S), Step(0, s, t, k), history)
-        errors.append(float((x_t - ref(LAM_S + float(h))).pow(2).sum(1).mean().sqrt()))
-    fit = fit_order(LOCAL_H, errors, expected=k + 1, floor=1e-12)
+def test_local_order(vp, prediction, k):
+    """One step of tAB(k-1) from the exact history (the local protocol of :mod:`analysis.verification`): local
+    order k + 1 (RMS over samples; fitted window)."""
+    problem = vp.problem("dpmsolver" if prediction == "noise" else "dpmsolver++")
+    hs, errors = one_step_errors(DEISMultistep(k), problem, vp.local_state, 0.0, LOCAL_HS)
+    rms = [float(np.sqrt(np.mean(e**2))) for e in errors]
+    fit = fit_order(hs, rms, expected=k + 1, floor=LOCAL_FLOOR)
     assert fit.reliable, fit.reason
-    assert abs(fit.slope - (k + 1)) <= TOL, (fit.slope, fit.window, errors)
+    assert abs(fit.slope - (k + 1)) <= TOL, (fit.slope, fit.window, rms)

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.local_error import one_step_errors
 from analysis.order import fit_order
+from analysis.verification import LOCAL_FLOOR, LOCAL_HS, VerificationProblem
 from conftest import make_mixture_2d
-from expsolver import VPLinear, reference_solve, sample
+from expsolver import VPLinear, sample
 from expsolver.models import ModelWrapper
 from expsolver.problems import BernoulliETDProblem, DiffusionODE, StepCoefficients
 from expsolver.solvers import REGISTRY, Step, polynomial_terms
@@ -249,51 +251,30 @@ def test_generic_semilinear_problem():
 
 
 # -- fitted local orders ---------------------------------------------------------------------------------------
-LAM_S = 0.0
-LOCAL_H = 0.8 * 2.0 ** (-np.arange(17) / 2.0)  # 0.8 down to 0.003
-LOCAL_FLOOR = 1e-12  # the reference's accuracy
-
-
 @pytest.fixture(scope="module")
-def local_reference():
-    mixture, schedule = make_mixture_2d(), VPLinear()
-    model = mixture.as_model(schedule)
-    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    lams = sorted({LAM_S} | {LAM_S + h for h in LOCAL_H} | {LAM_S - m * h for h in LOCAL_H for m in (1, 2, 3)})
-    ts = [schedule.inverse_lam(float(v)) for v in lams]
-    result = reference_solve(model, schedule, x, 1.0, ts[-1], method="DOP853", rtol=1e-12, atol=1e-12,
-                             ts=[1.0] + ts)
-    states = {lam: result.xs[i + 1] for i, lam in enumerate(lams)}
-    return schedule, model, lambda lam: states[min(states, key=lambda v: abs(v - lam))]
+def vp():
+    return VerificationProblem(n_samples=32)
 
 
 @pytest.mark.parametrize("prediction", ["noise", "data"])
 @pytest.mark.parametrize("p,variant,corrector", [(1, "bh1", False), (2, "bh1", False), (3, "bh2", False),
                                                  (1, "bh2", True), (2, "bh1", True), (2, "bh2", True),
                                                  (3, "bh1", True), (4, "bh2", True)])
-def test_local_order(request, local_reference, prediction, p, variant, corrector):
-    """One step from the exact history: UniP-p has local order p + 1, UniP-p + UniC local order p + 2 (the
-    corrector uses one model value at the predicted state, ``UniPC.update``)."""
+def test_local_order(request, vp, prediction, p, variant, corrector):
+    """One step from the exact history (the local protocol of :mod:`analysis.verification`): UniP-p has local
+    order p + 1, UniP-p + UniC local order p + 2 (the corrector uses one model value at the predicted state,
+    ``UniPC.update``)."""
     if p == 4 and prediction == "noise":
         # Local order 6: in the noise form the error is still pre-asymptotic (pair slopes < 5.8) where it meets the
         # reference's 1e-12 floor, so no window of >= 3 points has slope 6 +- 0.15 (measured 5.73). The data form
         # resolves it.
         request.applymarker(pytest.mark.xfail(strict=True, reason="order 6 not resolvable above the floor"))
-    schedule, model, ref = local_reference
-    rule = UniPC(p, variant, corrector)
-    errors = []
-    for h in LOCAL_H:
-        problem = DiffusionODE(schedule, ModelWrapper(model, schedule), prediction)
-        lams = [LAM_S - m * float(h) for m in range(p - 1, -1, -1)]
-        history = [(problem.rho(schedule.inverse_lam(v)), problem.nonlinear(ref(v), schedule.inverse_lam(v)))
-                   for v in lams]
-        s, t = schedule.inverse_lam(LAM_S), schedule.inverse_lam(LAM_S + float(h))
-        history[-1] = (problem.rho(s), history[-1][1])
-        x_t = rule.update(problem, ref(LAM_S), Step(0, s, t, p), history)
-        # RMS over the samples: one step from exact states has no mode switches, and RMS varies more smoothly
-        # with h than the median (whose sample changes with h).
-        errors.append(float((x_t - ref(LAM_S + float(h))).pow(2).sum(1).mean().sqrt()))
+    problem = vp.problem("dpmsolver" if prediction == "noise" else "dpmsolver++")
+    hs, errors = one_step_errors(UniPC(p, variant, corrector), problem, vp.local_state, 0.0, LOCAL_HS)
+    # RMS over the samples: one step from exact states has no mode switches, and RMS varies more smoothly with h
+    # than the median (whose sample changes with h).
+    rms = [float(np.sqrt(np.mean(e**2))) for e in errors]
     expected = p + 1 + (1 if corrector else 0)
-    fit = fit_order(LOCAL_H, errors, expected=expected, floor=LOCAL_FLOOR)
+    fit = fit_order(hs, rms, expected=expected, floor=LOCAL_FLOOR)
     assert fit.reliable, fit.reason
-    assert abs(fit.slope - expected) <= TOL, (fit.slope, fit.window, errors)
+    assert abs(fit.slope - expected) <= TOL, (fit.slope, fit.window, rms)

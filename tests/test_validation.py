@@ -228,6 +228,8 @@ BAD_INPUTS = [
     ("ode-prediction", lambda: DiffusionODE(LIN, ModelWrapper(MODEL, LIN), prediction="x0"), ValueError,
      "prediction"),
     ("ode-schedule-str", lambda: DiffusionODE("linear", ModelWrapper(MODEL, LIN)), TypeError, "schedule"),
+    ("ode-wrapper-other-schedule", lambda: DiffusionODE(VPCosine(), ModelWrapper(MODEL, LIN)), ValueError,
+     "same schedule"),
     ("ode-coefficients-at-t-zero", lambda: DiffusionODE(LIN, ModelWrapper(MODEL, LIN)).coefficients(1.0, 0.0),
      ValueError, "t=0.0"),
     # optimize_timesteps

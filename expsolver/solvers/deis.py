@@ -23,6 +23,8 @@ DDIM (exponential Euler).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -35,6 +37,14 @@ __all__ = ["DEISMultistep", "deis_weights", "DEIS_QUADRATURE_NODES", "DEIS_MAX_O
 
 DEIS_QUADRATURE_NODES = 32
 DEIS_MAX_ORDER = 4
+
+
+@functools.lru_cache(maxsize=8)
+def _gauss_legendre(n_nodes: int) -> tuple:
+    """Gauss-Legendre nodes and weights on ``[-1, 1]`` (computed once per ``n_nodes``: an eigenvalue problem)."""
+    x, w = np.polynomial.legendre.leggauss(n_nodes)
+    x.flags.writeable = w.flags.writeable = False
+    return x, w
 
 
 def deis_weights(problem, s: float, c, taus, n_nodes: int = DEIS_QUADRATURE_NODES) -> list:
@@ -61,7 +71,7 @@ def deis_weights(problem, s: float, c, taus, n_nodes: int = DEIS_QUADRATURE_NODE
     n_nodes = check_int(n_nodes, "n_nodes", minimum=1)
     taus = np.asarray([float(v) for v in taus], dtype=np.float64)
     h = float(c.h)
-    x_gl, w_gl = np.polynomial.legendre.leggauss(n_nodes)
+    x_gl, w_gl = _gauss_legendre(n_nodes)
     us = 0.5 * h * (x_gl + 1.0)
     rho_s = float(problem.rho(s))
     tau_nodes = np.array([s if u == 0.0 else problem.t_of_rho(rho_s + float(u)) for u in us])
