@@ -80,3 +80,15 @@ def test_single_figure_script_entry_point(tmp_path):
     assert set(info["schedules"]) and all(v["lam_1e_3"] > 4 for v in info["schedules"].values())
     with pytest.raises(SystemExit):
         fig7_schedules.main(["--seed", "-1"])
+
+
+def test_two_process_run(tmp_path, monkeypatch):
+    """``--jobs 2``: the helper process computes the 16-D studies and the order verification and makes figure 8;
+    the summary gathers both processes' work."""
+    monkeypatch.setenv("EXPSOLVER_CACHE_DIR", str(tmp_path / "cache"))
+    summary = main(["--quick", "--out", str(tmp_path / "figs"), "--only", "fig7_schedules", "fig8_sde_strong"])
+    assert summary["files"] == sorted(f"{n}.{e}" for n in ("fig7_schedules", "fig8_sde_strong") for e in ("pdf", "png"))
+    assert all((tmp_path / "figs" / f).stat().st_size > 10_000 for f in summary["files"])
+    assert summary["figures"]["fig8_sde_strong"]["seconds"]["wall_s"] > 0
+    assert {"order_16d (helper process)", "orders (helper process)"} <= set(summary["study_seconds"])
+    assert summary["order_agreement"]["n_agree"] == summary["order_agreement"]["n_fits"] == 2
