@@ -114,10 +114,10 @@ def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-ma
 
     ``state_at(lam)`` returns the reference states at ``lam`` (``lam_s``, ``lam_s + h`` and, for a multistep rule
     of order ``k``, ``lam_s - j h`` for ``j < k``). A singlestep rule takes the step with ``rule.step``; a multistep
-    rule with ``rule.update`` and the exact history ``[(lam_s - j h, N(x_ref(lam_s - j h)))]``, so its error is the
-    local truncation error alone (a rule with an ``update`` method is a multistep rule using ``rule.order``
-    values). Steps whose end or history would leave the open interval ``lam_range`` are
-    skipped. ``nonlinear(lam)`` (optional) supplies ``N`` at the history points (e.g. from a cache).
+    rule (one with an ``update`` method, using ``rule.order`` values) with ``rule.update`` and the exact history
+    ``[(lam_s - j h, N(x_ref(lam_s - j h)))]``, so its error is the local truncation error alone. Steps whose end
+    or history would leave the open interval ``lam_range`` are skipped. ``nonlinear(lam)`` (optional) supplies
+    ``N`` at the history points (e.g. from a cache).
 
     Returns ``(used_hs, errors)``: the steps taken and, per step, the numpy array of ``|x_step - x_ref(lam_s + h)|``.
     """
@@ -158,8 +158,9 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
     target_name : str
         Recorded in the result.
     solvers : sequence of str, optional
-        Registry names (default: the DPM-Solver family, the registry names starting with ``"DPM-Solver"``). A configuration whose kind is neither
-        ``"singlestep"`` nor a rule with ``update(problem, x, step, history)`` is listed in ``skipped``.
+        Registry names (default: the DPM-Solver family, the registry names starting with ``"DPM-Solver"``). A
+        configuration whose kind is neither ``"singlestep"`` nor a rule with ``update(problem, x, step, history)``
+        is listed in ``skipped``.
     algorithm_types : sequence of {"dpmsolver++", "dpmsolver"}
     lam_starts : sequence of float
         Starting half log-SNRs ``lam_s``.

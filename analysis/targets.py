@@ -24,7 +24,8 @@ import numpy as np
 
 from expsolver import GaussianMixture, VPLinear
 
-__all__ = ["target_2d", "target_16d", "verification_target", "standard_schedule", "TARGETS", "get_target", "T_START", "T_END"]
+__all__ = ["target_2d", "target_16d", "verification_target", "standard_schedule", "TARGETS", "get_target",
+           "T_START", "T_END"]
 
 T_START = 1.0
 T_END = 1e-3

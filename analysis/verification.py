@@ -22,14 +22,15 @@ problem and the step range are chosen so that every declared order is reached ab
 * **Global** (expected slope ``order``): the path ``t = 1 -> 1e-3`` on a logSNR grid of 4 to 1024 steps (the
   NFE of a singlestep rule is ``order`` times that), stopping once the error reaches :data:`GLOBAL_FLOOR`
   (1e-10, the reference's accuracy), ``lower_order_final`` off. The step size in the fit is the actual lambda
-  step ``(lam(1e-3) - lam(1)) / steps``. The sharp components make the higher-order methods pre-asymptotic until
-  small steps (DPM-Solver-4M in the noise form needs ``h < 0.03``, about 300 steps), which is why the grid goes
-  that far. A multistep rule starts from exact values at its first ``order - 1`` grid points (``start="exact"``,
-  the standard convergence test of a multistep method: its history is filled by its own steps from the reference
-  states). With the driver's lower-order warm-up (``start="warm-up"``, what :func:`expsolver.sample` does) the
-  first, first-order step adds an ``O(h^2)`` global term; its constant is tiny here, because the prediction varies
-  like ``e^{2 lam}`` near ``lam_start = -5``, but it surfaces as a floor near 1e-9 for DPM-Solver-4M at 500-1000
-  steps, so the warm-up path is measured for orders 2 and 3 (:data:`WARM_UP_SOLVERS`).
+  step ``(lam(1e-3) - lam(1)) / steps``. The components make the fourth-order methods pre-asymptotic until small
+  steps (the fitted window of DPM-Solver-4M starts at ``h = 0.05``, 192 steps, in both forms), which is why the
+  grid goes that far. A multistep rule starts from exact values at its first ``order - 1`` grid points
+  (``start="exact"``, the standard convergence test of a multistep method: its history is filled by its own
+  steps from the reference states). With the driver's lower-order warm-up (``start="warm-up"``, what
+  :func:`expsolver.sample` does) the first, first-order step adds an ``O(h^2)`` global term; its constant is tiny
+  here, because the prediction varies like ``e^{2 lam}`` near ``lam_start = -5``, but it surfaces as a floor near
+  1e-9 for DPM-Solver-4M at 500-1000 steps, so the warm-up path is measured for orders 2 and 3
+  (:data:`WARM_UP_SOLVERS`).
 * **Fit**: :func:`analysis.order.fit_order` over its automatically chosen window (floors passed as
   ``floor / 10``); a measurement *agrees* when the fit is reliable and within :data:`ORDER_TOL` (0.15) of the
   expected order.
@@ -53,7 +54,7 @@ from expsolver.sample import plan_steps
 from .local_error import one_step_errors
 from .order import OrderFit, fit_order
 from .results import cached_reference, provenance, result_type
-from .targets import verification_target
+from .targets import T_END, T_START, verification_target
 
 __all__ = ["VerificationProblem", "OrderMeasurement", "OrderVerification", "measure_local_order",
            "measure_global_order", "verify_orders", "ORDER_TOL", "ALGORITHM_TYPES", "LOCAL_HS", "GLOBAL_STEPS",
@@ -63,7 +64,6 @@ __all__ = ["VerificationProblem", "OrderMeasurement", "OrderVerification", "meas
 ORDER_TOL = 0.15
 ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver")
 PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
-T_START, T_END = 1.0, 1e-3
 LAM_S = 0.0
 #: Local lambda steps: 0.8 down to 0.003 in ratios of sqrt(2).
 LOCAL_HS = tuple(float(v) for v in 0.8 * 2.0 ** (-np.arange(17) / 2.0))
@@ -93,6 +93,9 @@ class VerificationProblem:
     """
 
     def __init__(self, n_samples: int = 64, seed: int = 7, cache_dir=False):
+        for name, value, minimum in (("n_samples", n_samples, 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         self.mixture = verification_target()
         self.schedule = VPLinear()
         self.model = self.mixture.as_model(self.schedule)

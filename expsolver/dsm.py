@@ -185,13 +185,8 @@ def irreducible_dsm_loss(mixture: GaussianMixture, schedule, *, n: int, form: st
     MCEstimate
     """
     reject_unknown_kwargs(kwargs, "irreducible_dsm_loss")
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     form = check_choice(form, "form", LOSS_FORMS)
-    generator = _check_generator(generator)
-    n = check_int(n, "n", minimum=2)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    lo, hi = _t_range(schedule, t_range)
+    generator, n, batch_size, lo, hi = _check_marginal_draws(mixture, schedule, n, batch_size, t_range, generator)
 
     def batch(m):
         t, xt = _draw_marginal(mixture, schedule, m, lo, hi, generator)
@@ -208,12 +203,7 @@ def excess_dsm_loss(model, mixture: GaussianMixture, schedule, *, n: int, t_rang
     the exact amount by which the loss (6) of a noise-prediction ``model`` exceeds the irreducible value, estimated
     without the noise of the ``eps`` draws (so with a much smaller standard error than a difference of losses)."""
     reject_unknown_kwargs(kwargs, "excess_dsm_loss")
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-    generator = _check_generator(generator)
-    n = check_int(n, "n", minimum=2)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    lo, hi = _t_range(schedule, t_range)
+    generator, n, batch_size, lo, hi = _check_marginal_draws(mixture, schedule, n, batch_size, t_range, generator)
 
     def batch(m):
         t, xt = _draw_marginal(mixture, schedule, m, lo, hi, generator)
@@ -224,6 +214,17 @@ def excess_dsm_loss(model, mixture: GaussianMixture, schedule, *, n: int, t_rang
         return (diff * diff).sum(dim=1)
 
     return _batched_mc(n, batch_size, batch)
+
+
+def _check_marginal_draws(mixture, schedule, n, batch_size, t_range, generator) -> tuple:
+    """Validate the arguments of the estimators that draw ``x_t`` from the mixture's marginal; returns
+    ``(generator, n, batch_size, t_lo, t_hi)``."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    generator = _check_generator(generator)
+    n = check_int(n, "n", minimum=2)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    return (generator, n, batch_size) + tuple(_t_range(schedule, t_range))
 
 
 def _draw_marginal(mixture, schedule, m: int, lo: float, hi: float, generator) -> tuple:

@@ -23,8 +23,9 @@ from analysis.results import ResultStore, fingerprint, load_result, save_result
 from analysis.verification import WARM_UP_SOLVERS, VerificationProblem, verify_orders
 from analysis.work_precision import work_precision_study
 
-__all__ = ["RunConfig", "config_for", "get_study", "compute_studies", "TIMINGS", "build_parser", "run_main", "DEFAULT_OUT", "TARGET_LABELS",
-           "error_label", "code_fingerprint", "GRID_SKIP_TYPES", "LOF_VARIANTS", "make_figure"]
+__all__ = ["RunConfig", "config_for", "get_study", "compute_studies", "make_figure", "TIMINGS", "build_parser",
+           "run_main", "DEFAULT_OUT", "TARGET_LABELS", "error_label", "code_fingerprint", "GRID_SKIP_TYPES",
+           "LOF_VARIANTS"]
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 TARGET_LABELS = {"2d": "2-D mixture (6 components)", "16d": "16-D mixture (4 comp., full cov.)"}
