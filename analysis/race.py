@@ -66,7 +66,8 @@ LINEUP = {
     "UniPC-4-bh1": dict(method="unipc", order=4, variant="bh1"),
 }
 #: Solvers whose grids are optimised (one grid per NFE of ``RaceConfig.optimise_nfes``).
-OPTIMISED = ("DDIM", "DPM-Solver++(2M)", "DPM-Solver++(3M) corrected", "UniPC-3-bh1", "UniPC-3-bh2", "UniPC-4-bh1")
+OPTIMISED = ("DDIM", "DPM-Solver++(2M)", "DPM-Solver++(3M) corrected", "UniPC-2-bh1", "UniPC-2-bh2", "UniPC-3-bh1",
+             "UniPC-3-bh2", "UniPC-4-bh1")
 ACCEPTANCE_NFES = (10, 20)
 
 

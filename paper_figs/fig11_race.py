@@ -5,8 +5,8 @@ NFE, every solver of the lineup on its best standard grid (thin lines, hollow ma
 on the test states) and on grids optimised for it on a separate pool of training states (thick lines, filled
 markers); black crosses: the best official DPM-Solver configuration at that NFE (over methods, orders, skip types,
 prediction and solver types), grey: a third of it (the issue's acceptance line). Middle: the same for the median.
-Right: the optimised grids of the acceptance configuration, drawn in lambda (one row per NFE; grey ticks: the
-uniform-in-lambda grid with the same NFE).
+Right: the optimised grids of the configuration selected (on validation states) at NFE 10, drawn in lambda (one
+row per NFE; grey ticks: the uniform-in-lambda grid with the same NFE).
 
 The study is computed once per output folder (``OUT/data/race_<target>-<tag>.json``, tag = configuration and code)
 and reused. ``python -m paper_figs.fig11_race [--quick] [--out DIR] [--seed N]`` (``--seed`` is not used: the
@@ -74,8 +74,11 @@ def _plot_grids(ax, study):
 
     from analysis.targets import standard_schedule
 
-    chosen = {entry["solver"] for entry in study.acceptance.values()}
-    name = sorted(chosen)[0] if chosen else study.grids[0]["name"]
+    if study.acceptance:
+        nfe = min(study.acceptance, key=int)
+        name, why = study.acceptance[nfe]["solver"], f"selected at NFE {nfe}"
+    else:
+        name, why = study.grids[0]["name"], "first optimised solver"
     schedule = standard_schedule()
     st = style(name)
     for entry in study.grids:
@@ -90,7 +93,7 @@ def _plot_grids(ax, study):
                 color=st["color"])
     ax.set_xlabel("$\\lambda$ = log($\\alpha$/$\\sigma$) of the grid points")
     ax.set_ylabel("NFE (grid optimised for it)")
-    ax.set_title(f"optimised grids of {name}\n(grey: uniform in $\\lambda$)", fontsize=10)
+    ax.set_title(f"optimised grids of {name} ({why})\n(grey: uniform in $\\lambda$)", fontsize=10)
     ax.grid(alpha=0.3)
 
 
