@@ -9,6 +9,7 @@ the other figures (and by a later run with the same configuration and code). Glo
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -209,8 +210,6 @@ def compute_studies(names, out_dir: str, quick: bool, seed: int, code: str | Non
 def make_figure(name: str, out_dir: str, quick: bool, seed: int, code: str | None = None) -> dict:
     """Make the figure ``paper_figs.<name>`` and return its info with its wall and CPU seconds (also the entry
     point of the driver's helper process; ``code`` is the caller's :func:`code_fingerprint`)."""
-    import importlib
-
     torch.set_num_threads(1)
     if code is not None:
         _CODE_FP[:] = [code]
