@@ -302,8 +302,10 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
 
     acceptance = _acceptance(grids, official, curves)
     t0 = time.perf_counter()
+    chosen_grids = {n: next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
+                    for n, entry in acceptance.items()}
     for n, entry in acceptance.items():
-        grid = next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
+        grid = chosen_grids[n]
         for split in ("test", "holdout"):
             ours, _ = run(LINEUP[entry["solver"]], int(n), split, grid["timesteps"])
             best, _ = run(official[n][split]["options"], int(n), split)
@@ -320,8 +322,8 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
         ref_pop = cached_reference(target, schedule, x_pop, T_START, T_END, rtol=cfg.reference_rtol,
                                    atol=cfg.reference_rtol)["x"]
         for n, entry in acceptance.items():
-            grid = next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
-            result = sample(model, schedule, x_pop, timesteps=grid["timesteps"], **LINEUP[entry["solver"]])
+            result = sample(model, schedule, x_pop, timesteps=chosen_grids[n]["timesteps"],
+                            **LINEUP[entry["solver"]])
             ours = _stats(_errors(result.x, ref_pop), target, result.x, ref_pop, schedule, cfg.n_bootstrap, int(n))
             best = best_official(model, schedule, x_pop, ref_pop, int(n), methods=cfg.official_methods)
             entry["population"] = dict(ours, n=cfg.n_population, official_rms=best["rms"],

@@ -47,11 +47,12 @@ import numpy as np
 import torch
 
 from expsolver import REGISTRY, VPLinear, integrate, sample
+from expsolver._validation import check_int
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
 from expsolver.sample import plan_steps
 
-from .local_error import one_step_errors
+from .local_error import ALGORITHM_TYPES, PREDICTION_OF, one_step_errors
 from .order import OrderFit, fit_order
 from .results import cached_reference, provenance, result_type
 from .targets import T_END, T_START, verification_target
@@ -62,8 +63,6 @@ __all__ = ["VerificationProblem", "OrderMeasurement", "OrderVerification", "meas
 
 #: Tolerance of the agreement between a measured and a declared order.
 ORDER_TOL = 0.15
-ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver")
-PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
 LAM_S = 0.0
 #: Local lambda steps: 0.8 down to 0.003 in ratios of sqrt(2).
 LOCAL_HS = tuple(float(v) for v in 0.8 * 2.0 ** (-np.arange(17) / 2.0))
@@ -93,9 +92,7 @@ class VerificationProblem:
     """
 
     def __init__(self, n_samples: int = 64, seed: int = 7, cache_dir=False):
-        for name, value, minimum in (("n_samples", n_samples, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        n_samples, seed = check_int(n_samples, "n_samples", minimum=1), check_int(seed, "seed", minimum=0)
         self.mixture = verification_target()
         self.schedule = VPLinear()
         self.model = self.mixture.as_model(self.schedule)
