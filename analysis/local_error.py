@@ -27,6 +27,7 @@ import torch
 from expsolver import REGISTRY
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
+from expsolver.sample import PREDICTION_OF
 from expsolver.solvers import Step
 
 from .order import OrderFit, fit_order
@@ -40,8 +41,8 @@ __all__ = ["LocalErrorCurve", "LocalErrorStudy", "local_error_study", "one_step_
 LAM_STARTS = (-2.0, 0.5, 3.0)
 #: Default lambda steps: 13 values from 1e-2 to 1 (ratio 10^(1/6)).
 DEFAULT_HS = tuple(float(v) for v in np.geomspace(1e-2, 1.0, 13))
+#: The ODE algorithm types in the order every study and figure lists them (data prediction first).
 ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver")
-PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
 _DEFAULT_REFERENCE = dict(backend="scipy", method="DOP853", rtol=1e-12, atol=1e-12)
 
 

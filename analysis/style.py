@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-__all__ = ["style", "label", "SOLVER_STYLES", "use_agg", "save_figure", "reference_slope", "ALGORITHM_TYPES"]
+from .local_error import ALGORITHM_TYPES
 
-ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver")
+__all__ = ["style", "label", "SOLVER_STYLES", "use_agg", "save_figure", "reference_slope", "log_log_axes",
+           "ALGORITHM_TYPES"]
 
 # Colour-blind-friendly base palette (Okabe-Ito and Tableau), assigned by hand to the known solvers.
 SOLVER_STYLES: dict[str, dict] = {
@@ -131,3 +132,22 @@ def reference_slope(ax, x_min: float, x_max: float, slope: float, anchor_x: floa
     ax.annotate(text, xy=(xs[i], ys[i]), xytext=(2 if i == 0 else -2, -2), textcoords="offset points",
                 ha="left" if i == 0 else "right", va="top", fontsize=7, color=color)
     return line
+
+
+def log_log_axes(ax, xlabel: str, ylabel: str, title: str | None = None, *, title_size: float | None = None,
+                 legend: dict | None = None):
+    """The convergence figures' common axis finish: log scales on both axes (no minor tick labels on x), axis
+    labels, an optional title, a light grid and, when ``legend`` is given (a dict of ``ax.legend`` keyword
+    arguments, possibly empty), a legend in the lower left."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3)
+    if legend is not None:
+        ax.legend(**dict(dict(loc="lower left", fontsize=7.5, framealpha=0.9), **legend))

@@ -54,7 +54,7 @@ from .models import ModelWrapper
 from .phi import phis
 from .problems import SemiLinearProblem, StepCoefficients
 from .reference import reference_solve
-from .sample import _make_rule, integrate, sample
+from .sample import PREDICTION_OF, _make_rule, integrate, sample
 from .schedules import VPSchedule, _softplus
 from .solvers.base import Step
 
@@ -605,8 +605,7 @@ def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_inp
     """
     wrapper = ModelWrapper(model, schedule, model_type=options.get("model_type", "noise"), time_input=time_input,
                            check_finite=False)
-    prediction = "noise" if options["algorithm_type"] == "dpmsolver" else "data"
-    problem = _LamGridODE(schedule, wrapper, prediction, endpoints)
+    problem = _LamGridODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], endpoints)
     rule = _make_rule(options["method"], options["order"], options["solver_type"], options["compat"],
                       options.get("variant"), options.get("use_corrector"))
     plan = [Step(i, lams[i], lams[i + 1], orders[i]) for i in range(len(lams) - 1)]

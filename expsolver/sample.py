@@ -27,13 +27,15 @@ from .solvers.unipc import UNIPC_MAX_ORDER, UNIPC_VARIANTS, UniPC
 from .brownian import noise_source
 from .solvers.sde import SDE_ALGORITHM_TYPES, SDE_MAX_ORDER, ReverseDiffusionSDE, SDEDPMSolverMultistep
 
-__all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "COMPAT_MODES", "default_t_end",
+__all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "PREDICTION_OF", "COMPAT_MODES", "default_t_end",
            "plan_steps", "NonFiniteStateError"]
 
 METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive", "unipc", "deis")
-ALGORITHM_TYPES = ("dpmsolver", "dpmsolver++") + tuple(SDE_ALGORITHM_TYPES)  # SDE: expsolver.solvers.sde
+#: ODE algorithm type -> what the solver integrates: DPM-Solver the noise, DPM-Solver++ the data prediction.
+PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
+ALGORITHM_TYPES = tuple(PREDICTION_OF) + tuple(SDE_ALGORITHM_TYPES)  # SDE: expsolver.solvers.sde
 COMPAT_MODES = (None, "official")
-_PREDICTION = {"dpmsolver": "noise", "dpmsolver++": "data", **SDE_ALGORITHM_TYPES}
+_PREDICTION = {**PREDICTION_OF, **SDE_ALGORITHM_TYPES}
 _MAX_ORDER = {"singlestep": 3, "singlestep_fixed": 3, "adaptive": 3, "multistep": 4, "unipc": UNIPC_MAX_ORDER,
               "deis": DEIS_MAX_ORDER}
 # Methods that take one step per grid interval with a multistep plan (warm-up, lower_order_final).

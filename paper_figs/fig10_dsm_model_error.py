@@ -21,7 +21,7 @@ import numpy as np
 from analysis import standard_schedule, target_2d
 from analysis.results import save_result
 from analysis.sde_study import model_error_study
-from analysis.style import save_figure, style, use_agg
+from analysis.style import log_log_axes, save_figure, style, use_agg
 from expsolver.dsm import train_noise_predictor
 
 from ._common import config_for, run_main
@@ -67,14 +67,8 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                 markerfacecolor="white", linestyle=":", linewidth=1.2, label="discretisation error, exact model")
         ax.axhline(part["model_error"], color="0.3", linestyle="-.", linewidth=1.2,
                    label=f"model error (learned vs exact, both at reference accuracy): {part['model_error']:.3f}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xlabel("NFE (model evaluations)")
-        ax.set_ylabel(f"RMS per-sample L2 error at t = 1e-3, {study.n_samples} samples")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.25, which="both")
-        ax.legend(fontsize=7, loc="lower left")
+        log_log_axes(ax, "NFE (model evaluations)", f"RMS per-sample L2 error at t = 1e-3, {study.n_samples} samples",
+                     title, title_size=10, legend=dict(fontsize=7))
     ax = axes[2]
     losses = trained.losses
     window = max(1, len(losses) // 50)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.style import label, reference_slope, save_figure, style, use_agg
+from analysis.style import label, log_log_axes, reference_slope, save_figure, style, use_agg
 
 from ._common import TARGET_LABELS, config_for, get_study, run_main
 
@@ -88,11 +88,7 @@ def _reference_fan(ax, curves):
 
 
 def _finish(ax, study):
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("step size h in $\\lambda$ (half log-SNR)")
-    ax.set_ylabel(local_error_label(study))
-    ax.grid(alpha=0.3)
+    log_log_axes(ax, "step size h in $\\lambda$ (half log-SNR)", local_error_label(study))
 
 
 def main(argv=None) -> dict:

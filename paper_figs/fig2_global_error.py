@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.style import label, reference_slope, save_figure, style, use_agg
+from analysis.style import label, log_log_axes, reference_slope, save_figure, style, use_agg
 
 from ._common import TARGET_LABELS, config_for, error_label, get_study, run_main
 
@@ -63,15 +63,10 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                 plot_nfe_curve(ax, c)
                 orders[f"{target}|{c.label}"] = c.fit.slope if c.fit.reliable else None
             nfe_reference_fan(ax, curves, sorted({c.expected_order for c in curves}))
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("NFE (model evaluations)")
-            ax.set_ylabel(error_label(study.reference, study.t_end))
-            ax.set_title(f"{TARGET_LABELS[target]}\n{PREDICTION_TITLES[algorithm_type]}, logSNR grid, "
-                         f"{study.n_samples} samples")
-            ax.grid(alpha=0.3)
-            ax.legend(loc="lower left", fontsize=7.5, framealpha=0.9,
-                      title="fitted global order (expected)", title_fontsize=8)
+            log_log_axes(ax, "NFE (model evaluations)", error_label(study.reference, study.t_end),
+                         f"{TARGET_LABELS[target]}\n{PREDICTION_TITLES[algorithm_type]}, logSNR grid, "
+                         f"{study.n_samples} samples",
+                         legend=dict(title="fitted global order (expected)", title_fontsize=8))
     fig.suptitle("Global error vs NFE: k-th order solvers converge like NFE$^{-k}$ (dashed)", fontsize=13)
     files = save_figure(fig, out_dir, NAME, dpi=cfg.dpi)
     return dict(files=files, global_orders=orders)

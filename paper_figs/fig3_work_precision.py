@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.style import label, save_figure, style, use_agg
+from analysis.style import label, log_log_axes, save_figure, style, use_agg
 
 from ._common import TARGET_LABELS, config_for, error_label, get_study, run_main
 
@@ -45,13 +45,8 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                 ax.annotate(text, (nfe[j], med[j]), xytext=(4, 3), textcoords="offset points", fontsize=6.5,
                             color=st["color"])
             best[f"{target}|{c.name}"] = dict(nfe=c.nfe.tolist(), median=c.median.tolist())
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("NFE (batched model evaluations)")
-        ax.set_ylabel(error_label(study.reference, study.t_end))
-        ax.set_title(f"{TARGET_LABELS[target]}, {study.n_samples} samples")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=7.5, framealpha=0.9)
+        log_log_axes(ax, "NFE (batched model evaluations)", error_label(study.reference, study.t_end),
+                     f"{TARGET_LABELS[target]}, {study.n_samples} samples", legend={})
     fig.suptitle("Work-precision: exponential integrators vs classical Runge-Kutta on the same ODE", fontsize=13)
     files = save_figure(fig, out_dir, NAME, dpi=cfg.dpi)
     return dict(files=files, classical=best)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.style import reference_slope, save_figure, style, use_agg
+from analysis.style import log_log_axes, reference_slope, save_figure, style, use_agg
 
 from ._common import TARGET_LABELS, config_for, error_label, get_study, run_main
 from .fig1_local_error import local_error_label
@@ -49,15 +49,10 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
     e_max_h = min(float(local.curve(n, a, lam_mid).median[-1]) for n in SHOWN for a in PRED)
     for k in (3, 4):
         reference_slope(ax, hs[-1] / 10**0.7, hs[-1], float(k), hs[-1], e_max_h / 30, label_text=f"$h^{k}$")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    log_log_axes(ax, "step size h in $\\lambda$", local_error_label(local),
+                 f"local error, {TARGET_LABELS['2d']}, $\\lambda_s$ = {lam_mid:g}\n"
+                 "official 3M: $h^3$ (second order); corrected 3M: $h^4$", legend=dict(loc="upper left"))
     ax.set_ylim(bottom=e_min / 3)
-    ax.set_xlabel("step size h in $\\lambda$")
-    ax.set_ylabel(local_error_label(local))
-    ax.set_title(f"local error, {TARGET_LABELS['2d']}, $\\lambda_s$ = {lam_mid:g}\n"
-                 "official 3M: $h^3$ (second order); corrected 3M: $h^4$")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
     for ax, (target, study) in zip(axes[1:], globals_.items()):
         shown = []
         for name in SHOWN:
@@ -74,13 +69,8 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                         label=f"{name} ({PRED[algorithm_type]}): order {slope}")
                 result["global"][f"{target}|{name}|{algorithm_type}"] = c.fit.to_dict()
         nfe_reference_fan(ax, shown, (2, 3))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("NFE")
-        ax.set_ylabel(error_label(study.reference, study.t_end))
-        ax.set_title(f"global error, {TARGET_LABELS[target]}\nlogSNR grid, lower_order_final off")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=7.5, framealpha=0.9)
+        log_log_axes(ax, "NFE", error_label(study.reference, study.t_end),
+                     f"global error, {TARGET_LABELS[target]}\nlogSNR grid, lower_order_final off", legend={})
     fig.suptitle("Finding: the official third-order multistep DPM-Solver is only second order; "
                  "the corrected update is third order", fontsize=13)
     files = save_figure(fig, out_dir, NAME, dpi=cfg.dpi)

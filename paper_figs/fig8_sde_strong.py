@@ -20,7 +20,7 @@ import numpy as np
 from analysis import standard_schedule, target_2d
 from analysis.results import save_result
 from analysis.sde_study import strong_error_study, wide_mixture
-from analysis.style import reference_slope, save_figure, style, use_agg
+from analysis.style import log_log_axes, reference_slope, save_figure, style, use_agg
 
 from ._common import config_for, run_main
 
@@ -99,14 +99,10 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
         h_lo, h_hi = float(hs.min()), float(hs.max())
         e_lo = float(np.min(es[np.isfinite(es)]))
         reference_slope(ax, h_lo, h_lo * 8, 1.0, h_lo, e_lo / 3, label_text="slope 1")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("strong error at t = 1e-3\n" + r"$(E\,\|X_N - X_{fine}\|^2)^{1/2}$, same Brownian path")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.25, which="both")
-        ax.legend(fontsize=7, loc="upper left", title="fitted strong order (theory 1)", title_fontsize=7)
+        ylabel = "strong error at t = 1e-3\n" + r"$(E\,\|X_N - X_{fine}\|^2)^{1/2}$, same Brownian path"
+        log_log_axes(ax, xlabel, ylabel, title, title_size=10,
+                     legend=dict(fontsize=7, loc="upper left", title="fitted strong order (theory 1)",
+                                 title_fontsize=7))
         ax.set_xlim(h_lo / 1.5, h_hi * 1.5)
         ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))  # unstable coarse noise-form runs blow up: off the chart
     fig.suptitle("Strong convergence on coupled Brownian paths (additive noise: order 1 for every scheme)")

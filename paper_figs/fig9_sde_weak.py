@@ -23,7 +23,7 @@ import numpy as np
 from analysis import standard_schedule
 from analysis.results import save_result
 from analysis.sde_study import THEORY, gaussian_weak_errors, weak_error_study, wide_mixture
-from analysis.style import reference_slope, save_figure, use_agg
+from analysis.style import log_log_axes, reference_slope, save_figure, use_agg
 from expsolver import GaussianMixture
 
 from ._common import config_for, run_main
@@ -116,15 +116,11 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
         h_lo, e_lo = float(hs.min()), float(es[good].min())
         reference_slope(ax, h_lo, h_lo * 6, 1.0, h_lo, e_lo * 2, label_text="slope 1")
         reference_slope(ax, h_lo, h_lo * 6, 2.0, h_lo, e_lo / 2, label_text="slope 2")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_log_axes(ax, xlabel, r"$\|\mathrm{Cov}\,X_N - \mathrm{Cov}_{\rm ref}\|_F$" + "\n(ref: exact in (a), fine "
+                     "solution on the same paths in (b)-(d))", title, title_size=10,
+                     legend=dict(fontsize=6.5, loc="lower right", title=ltitle, title_fontsize=7))
+        ax.yaxis.label.set_fontsize(8)
         ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(r"$\|\mathrm{Cov}\,X_N - \mathrm{Cov}_{\rm ref}\|_F$" + "\n(ref: exact in (a), fine solution on "
-                      "the same paths in (b)-(d))", fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.25, which="both")
-        ax.legend(fontsize=6.5, loc="lower right", title=ltitle, title_fontsize=7)
     fig.suptitle("Weak convergence of the mean-square moments (theory: order 1 for one-step schemes and "
                  "Euler-Maruyama, 2 for the 2M schemes)")
     files = save_figure(fig, out_dir, NAME, dpi=config_for(quick, seed).dpi)

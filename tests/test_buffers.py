@@ -32,6 +32,15 @@ def test_take_reuses_only_unreferenced_buffers():
         assert pool.take(torch.zeros(4, 3, dtype=torch.float32)).dtype == torch.float32  # never a dtype mix-up
 
 
+def test_reference_count_calibration_is_active_and_its_absence_disables_recycling(monkeypatch):
+    import expsolver._buffers as buffers
+
+    assert buffers._FREE_REFCOUNT is not None  # on this interpreter the recycling (tested above) is on
+    monkeypatch.setattr(buffers, "_FREE_REFCOUNT", None)
+    with torch.no_grad():
+        assert BufferPool().take(torch.zeros(3)) is None  # callers then allocate fresh tensors
+
+
 def test_pool_is_bypassed_while_autograd_records():
     pool = BufferPool()
     with torch.enable_grad():
