@@ -17,7 +17,7 @@ import numpy as np
 from ._validation import check_choice, check_int
 from .schedules import VPSchedule
 
-__all__ = ["SKIP_TYPES", "time_grid", "check_grid"]
+__all__ = ["SKIP_TYPES", "time_grid", "check_grid", "explicit_grid"]
 
 SKIP_TYPES = ("logSNR", "time_uniform", "time_quadratic", "karras")
 _KARRAS_RHO = 7.0
@@ -76,6 +76,21 @@ def check_grid(schedule, timesteps, name: str = "timesteps") -> np.ndarray:
     for k, t in enumerate(ts):
         schedule.check_time(float(t), f"{name}[{k}]")
     _check_strictly_decreasing(schedule, ts, name)
+    return ts
+
+
+def explicit_grid(schedule, timesteps, *, steps=None, skip_type=None, t_start=None, t_end=None) -> np.ndarray:
+    """A sampler's explicit grid (:func:`check_grid`) checked against the options it replaces: ``steps`` and
+    ``skip_type`` must be left out (``None``; the grid fixes both), ``t_start`` / ``t_end`` may be given only
+    if they equal the grid's first / last time (to 1e-12 relative). Returns the checked float64 grid."""
+    ts = check_grid(schedule, timesteps)
+    for name, given in (("steps", steps), ("skip_type", skip_type)):
+        if given is not None:
+            raise ValueError(f"{name} cannot be combined with timesteps (the grid fixes it); got {name}={given!r} "
+                             f"with a grid of {len(ts) - 1} steps")
+    for name, given, value in (("t_start", t_start, ts[0]), ("t_end", t_end, ts[-1])):
+        if given is not None and abs(float(given) - value) > 1e-12 * max(1.0, abs(value)):
+            raise ValueError(f"{name}={given!r} does not match timesteps ({value!r})")
     return ts
 
 

@@ -68,9 +68,11 @@ class ModelWrapper:
         t_batch = torch.full((x.shape[0],), t_in, dtype=x.dtype, device=x.device)
         out = self.model(x, t_batch)
         self.nfe += 1
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ModelOutputError(f"model output {self._where(t)} has shape {shape}, expected {tuple(x.shape)}")
+        if not isinstance(out, torch.Tensor):
+            raise ModelOutputError(f"model output {self._where(t)} must be a torch.Tensor, got {type(out).__name__}")
+        if out.shape != x.shape:
+            raise ModelOutputError(f"model output {self._where(t)} has shape {tuple(out.shape)}, expected "
+                                   f"{tuple(x.shape)}")
         # One reduction and one host sync per call: a NaN or Inf anywhere makes the sum non-finite; a finite
         # tensor whose sum overflows is told apart by the exact (slower) check, run only then.
         if self.check_finite and not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):

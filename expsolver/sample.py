@@ -15,7 +15,7 @@ import torch
 
 from ._validation import (check_bool, check_choice, check_int, check_positive_float, check_state,
                           reject_unknown_kwargs)
-from .grids import SKIP_TYPES, _grid_times, check_grid, time_grid
+from .grids import SKIP_TYPES, _grid_times, explicit_grid, time_grid
 from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
 from .problems import DiffusionODE
 from .schedules import VPDiscrete, VPSchedule
@@ -35,6 +35,8 @@ METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive", "unipc", "
 PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
 ALGORITHM_TYPES = tuple(PREDICTION_OF) + tuple(SDE_ALGORITHM_TYPES)  # SDE: expsolver.solvers.sde
 COMPAT_MODES = (None, "official")
+DEFAULT_STEPS = 20
+DEFAULT_SKIP_TYPE = "time_uniform"
 _PREDICTION = {**PREDICTION_OF, **SDE_ALGORITHM_TYPES}
 _MAX_ORDER = {"singlestep": 3, "singlestep_fixed": 3, "adaptive": 3, "multistep": 4, "unipc": UNIPC_MAX_ORDER,
               "deis": DEIS_MAX_ORDER}
@@ -143,8 +145,8 @@ def _multistep_plan(ts, order, lower_order_final, compat):
     return [Step(i, float(ts[i]), float(ts[i + 1]), orders[i]) for i in range(n)]
 
 
-def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, method="multistep",
-           skip_type="time_uniform", algorithm_type="dpmsolver++", solver_type="dpmsolver",
+def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2, method="multistep",
+           skip_type=None, algorithm_type="dpmsolver++", solver_type="dpmsolver",
            lower_order_final=True, denoise_to_zero=False, atol=0.0078, rtol=0.05, timesteps=None, compat=None,
            model_type="noise", time_input="continuous", return_intermediates=False, check_finite=True,
            h_init=0.05, theta=0.9, t_err=1e-5, variant=None, use_corrector=None, generator=None, noise=None,
@@ -159,7 +161,8 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     x : torch.Tensor
         Initial state at ``t_start``, shape ``(batch, *dims)``, float32 or float64, any device.
     steps : int
-        NFE budget (``multistep``, ``singlestep``) or ``order * (number of steps)`` (``singlestep_fixed``).
+        NFE budget (``multistep``, ``singlestep``) or ``order * (number of steps)`` (``singlestep_fixed``);
+        default :data:`DEFAULT_STEPS` (20). Not with ``timesteps``.
     t_start, t_end : float
         Default ``schedule.T`` and :func:`default_t_end`; ``0 < t_end < t_start``.
     order : int
@@ -168,6 +171,8 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
         ``"unipc"``: UniPC (Zhao et al. 2023), predictor order ``order``, one NFE per step; ``"deis"``: DEIS tAB
         (Zhang & Chen 2023) with ``order`` interpolation values (global order ``order``).
     skip_type : {"time_uniform", "logSNR", "time_quadratic", "karras"}
+        The grid (:func:`expsolver.time_grid`); default :data:`DEFAULT_SKIP_TYPE` (``"time_uniform"``, as in the
+        official code). Not with ``timesteps``.
     algorithm_type : {"dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"}
         Data prediction (DPM-Solver++) or noise prediction (DPM-Solver). The ``sde-`` variants solve the reverse
         SDE (seed eq. (7)) with SDE-DPM-Solver++ / SDE-DPM-Solver (:mod:`expsolver.solvers.sde`): only
@@ -184,7 +189,9 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
         of ~0.35 early; by default the last step lands exactly on ``t_end`` instead (``t_err`` is used only with
         ``compat="official"``).
     timesteps : sequence of float, optional
-        Explicit strictly decreasing grid from ``t_start`` to ``t_end`` (overrides ``steps`` and ``skip_type``).
+        Explicit strictly decreasing grid from ``t_start`` to ``t_end``. It fixes the steps: ``steps`` and
+        ``skip_type`` must then be left out, ``t_start`` / ``t_end`` may be given only if they match it
+        (``ValueError`` otherwise).
     compat : {None, "official"}
         ``"official"`` reproduces the official implementation's numbers (its third-order multistep update, its
         ``lower_order_final`` threshold, its grid in torch's default dtype, its float32 rounding of the adaptive step-size factor).
@@ -217,7 +224,7 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     method = check_choice(method, "method", METHODS)
     algorithm_type = check_choice(algorithm_type, "algorithm_type", ALGORITHM_TYPES)
     solver_type = check_choice(solver_type, "solver_type", SOLVER_TYPES)
-    skip_type = check_choice(skip_type, "skip_type", SKIP_TYPES)
+    skip_type = None if skip_type is None else check_choice(skip_type, "skip_type", SKIP_TYPES)
     compat = check_choice(compat, "compat", COMPAT_MODES)
     check_choice(model_type, "model_type", MODEL_TYPES)
     check_choice(time_input, "time_input", TIME_INPUTS)
@@ -255,12 +262,12 @@ def sample(model, schedule, x, *, steps=20, t_start=None, t_end=None, order=2, m
     if timesteps is not None:
         if method == "adaptive":
             raise ValueError("timesteps cannot be given with method='adaptive' (it chooses its own steps)")
-        timesteps = check_grid(schedule, timesteps)
-        for name, given, value in (("t_start", t_start, timesteps[0]), ("t_end", t_end, timesteps[-1])):
-            if given is not None and abs(float(given) - value) > 1e-12 * max(1.0, abs(value)):
-                raise ValueError(f"{name}={given!r} does not match timesteps ({value!r})")
-        t_start, t_end = float(timesteps[0]), float(timesteps[-1])
-        steps = len(timesteps) - 1
+        timesteps = explicit_grid(schedule, timesteps, steps=steps, skip_type=skip_type, t_start=t_start,
+                                  t_end=t_end)
+        t_start, t_end, steps = float(timesteps[0]), float(timesteps[-1]), len(timesteps) - 1
+    else:
+        steps = DEFAULT_STEPS if steps is None else steps
+        skip_type = DEFAULT_SKIP_TYPE if skip_type is None else skip_type
     t_start = schedule.T if t_start is None else schedule.check_time(t_start, "t_start")
     t_end = default_t_end(schedule) if t_end is None else schedule.check_time(t_end, "t_end")
     if not t_end < t_start:

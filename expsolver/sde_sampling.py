@@ -12,9 +12,9 @@ import torch
 
 from ._validation import check_bool, check_choice, check_int, check_state, reject_unknown_kwargs
 from .brownian import noise_source
-from .grids import SKIP_TYPES, check_grid
+from .grids import SKIP_TYPES, explicit_grid
 from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
-from .sample import SampleResult, default_t_end, integrate, plan_steps
+from .sample import DEFAULT_SKIP_TYPE, SampleResult, default_t_end, integrate, plan_steps
 from .schedules import VPSchedule
 from .solvers.sde import DDPMAncestral, EulerMaruyama, ReverseDiffusionSDE
 
@@ -25,7 +25,7 @@ SDE_SCHEMES = {"euler_maruyama": EulerMaruyama, "ddpm_ancestral": DDPMAncestral}
 
 
 def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, scheme="euler_maruyama",
-                       skip_type="time_uniform", timesteps=None, generator=None, noise=None, model_type="noise",
+                       skip_type=None, timesteps=None, generator=None, noise=None, model_type="noise",
                        time_input="continuous", denoise_to_zero=False, return_intermediates=False,
                        check_finite=True, **kwargs) -> SampleResult:
     """Sample by discretising the reverse SDE (seed eq. (7)) from ``t_start`` down to ``t_end``.
@@ -47,13 +47,14 @@ def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=No
     x : torch.Tensor
         State at ``t_start`` (e.g. ``N(0, I)`` samples), shape ``(batch, *dims)``.
     steps : int
-        Number of steps (``>= 1``); required unless ``timesteps`` is given.
+        Number of steps (``>= 1``); required unless ``timesteps`` is given, not allowed with it.
     t_start, t_end : float, optional
         Default ``schedule.T`` and the driver's default end time.
     scheme : {"euler_maruyama", "ddpm_ancestral"}
     skip_type : {"time_uniform", "logSNR", "time_quadratic", "karras"}
+        Default ``"time_uniform"``; not with ``timesteps``.
     timesteps : sequence of float, optional
-        Explicit strictly decreasing grid.
+        Explicit strictly decreasing grid; ``t_start`` / ``t_end``, if given, must match its end points.
     generator : torch.Generator or list of torch.Generator, optional
         On ``x``'s device; a list holds one generator per sample (batch-independent noise).
     noise : torch.Tensor or BrownianPath, optional
@@ -72,17 +73,20 @@ def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=No
         raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
     check_state(x, "x")
     scheme = check_choice(scheme, "scheme", tuple(SDE_SCHEMES))
-    skip_type = check_choice(skip_type, "skip_type", SKIP_TYPES)
+    skip_type = None if skip_type is None else check_choice(skip_type, "skip_type", SKIP_TYPES)
     check_choice(model_type, "model_type", MODEL_TYPES)
     check_choice(time_input, "time_input", TIME_INPUTS)
     denoise_to_zero = check_bool(denoise_to_zero, "denoise_to_zero")
     return_intermediates = check_bool(return_intermediates, "return_intermediates")
     check_finite = check_bool(check_finite, "check_finite")
     if timesteps is not None:
-        timesteps = check_grid(schedule, timesteps)
+        timesteps = explicit_grid(schedule, timesteps, steps=steps, skip_type=skip_type, t_start=t_start,
+                                  t_end=t_end)
         t_start, t_end, steps = float(timesteps[0]), float(timesteps[-1]), len(timesteps) - 1
     elif steps is None:
         raise TypeError("reverse_sde_sample() needs steps= (an int >= 1) or timesteps=")
+    else:
+        skip_type = DEFAULT_SKIP_TYPE if skip_type is None else skip_type
     steps = check_int(steps, "steps", minimum=1)
     t_start = schedule.T if t_start is None else schedule.check_time(t_start, "t_start")
     t_end = default_t_end(schedule) if t_end is None else schedule.check_time(t_end, "t_end")

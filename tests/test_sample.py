@@ -75,6 +75,16 @@ def test_intermediates_and_grid():
     assert np.all(np.diff(result.timesteps) < 0)
 
 
+def test_explicit_grid_replaces_steps_and_skip_type():
+    model, x = MIXTURE.as_model(SCHEDULE), _x()
+    default = sample(model, SCHEDULE, x)  # steps=20 on the time-uniform grid, as in the official code
+    assert default.nfe == 20 and default.options["skip_type"] == "time_uniform"
+    grid = default.timesteps
+    explicit = sample(model, SCHEDULE, x, timesteps=grid, t_start=float(grid[0]), t_end=float(grid[-1]))
+    assert torch.equal(explicit.x, default.x)
+    assert explicit.options["steps"] == 20 and explicit.options["skip_type"] is None  # the grid, not a skip type
+
+
 @pytest.mark.parametrize("model_type", ["x_start", "v", "score"])
 def test_model_types_give_the_same_samples(model_type):
     eps_model = MIXTURE.as_model(SCHEDULE)
@@ -159,6 +169,8 @@ def test_bad_state_and_model_output():
         sample(model, SCHEDULE, x.numpy())
     with pytest.raises(ModelOutputError, match="shape"):
         sample(lambda x, t: x[:, :1], SCHEDULE, x)
+    with pytest.raises(ModelOutputError, match="must be a torch.Tensor, got ndarray"):
+        sample(lambda x, t: x.numpy(), SCHEDULE, x)
     with pytest.raises(ModelOutputError, match=r"step \d+"):
         sample(_nan_model, SCHEDULE, x, steps=10)
     out = sample(_nan_model, SCHEDULE, x, steps=10, check_finite=False)  # opt-out: the user sees the NaN
