@@ -65,6 +65,8 @@ _FD_STEP = 1e-6
 _MAX_RESTARTS = 2
 _BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solution blew up
 # Options of sample() that describe the solver (recorded in the grid's label and config).
+# Options shown in a grid's label only when they differ from sample()'s defaults.
+_LABEL_IF_NOT_DEFAULT = {"denoise_to_zero": False, "model_type": "noise", "time_input": "continuous"}
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
 
@@ -143,12 +145,19 @@ class OptimizedGrid:
 
 
 def config_label(options: dict) -> str:
-    """A short label of a sampler configuration (the keys of ``sample()`` that select the solver)."""
+    """A short label of a sampler configuration: the keys of ``sample()`` that select the solver, and those of
+    :data:`_LABEL_IF_NOT_DEFAULT` when they differ from their defaults (a grid optimised with
+    ``denoise_to_zero=True`` or for an ``x_start`` model is named as such)."""
     parts = [str(options.get("method"))]
     for key in ("order", "variant", "use_corrector", "solver_type", "algorithm_type", "lower_order_final",
-                "compat", "steps"):
+                "compat"):
         if options.get(key) is not None and not (key == "solver_type" and options.get("method") == "unipc"):
             parts.append(f"{key}={options[key]}")
+    for key, default in _LABEL_IF_NOT_DEFAULT.items():
+        if options.get(key) not in (None, default):
+            parts.append(f"{key}={options[key]}")
+    if options.get("steps") is not None:
+        parts.append(f"steps={options['steps']}")
     return " ".join(parts)
 
 

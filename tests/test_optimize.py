@@ -56,6 +56,17 @@ def test_result_is_a_valid_labelled_grid(setup, small_result):
     result = sample(model, schedule, pool[:3], timesteps=grid.timesteps, **grid.sampler_options)
     assert result.nfe == 5
     assert OptimizedGrid.from_dict(grid.to_dict()).label == grid.label
+    assert "denoise_to_zero" not in grid.label and "model_type" not in grid.label  # defaults are not spelled out
+
+
+def test_label_names_options_that_differ_from_the_defaults():
+    from expsolver.optimize import config_label
+
+    base = dict(method="multistep", order=2, algorithm_type="dpmsolver++", steps=8)
+    assert config_label(base) == "multistep order=2 algorithm_type=dpmsolver++ steps=8"
+    label = config_label(dict(base, denoise_to_zero=True, model_type="x_start", time_input="discrete"))
+    assert label == ("multistep order=2 algorithm_type=dpmsolver++ denoise_to_zero=True model_type=x_start "
+                     "time_input=discrete steps=8")
 
 
 def test_strata_weights_are_unbiased(small_result):
