@@ -80,14 +80,17 @@ def check_grid(schedule, timesteps, name: str = "timesteps") -> np.ndarray:
 
 
 def explicit_grid(schedule, timesteps, *, steps=None, skip_type=None, t_start=None, t_end=None) -> np.ndarray:
-    """A sampler's explicit grid (:func:`check_grid`) checked against the options it replaces: ``steps`` and
-    ``skip_type`` must be left out (``None``; the grid fixes both), ``t_start`` / ``t_end`` may be given only
-    if they equal the grid's first / last time (to 1e-12 relative). Returns the checked float64 grid."""
+    """A sampler's explicit grid (:func:`check_grid`) checked against the options it replaces: ``skip_type`` must
+    be left out (``None``), ``steps`` may be given only if it equals the number of grid intervals, ``t_start`` /
+    ``t_end`` only if they equal the grid's first / last time (to 1e-12 relative). Returns the checked float64
+    grid."""
     ts = check_grid(schedule, timesteps)
-    for name, given in (("steps", steps), ("skip_type", skip_type)):
-        if given is not None:
-            raise ValueError(f"{name} cannot be combined with timesteps (the grid fixes it); got {name}={given!r} "
-                             f"with a grid of {len(ts) - 1} steps")
+    if skip_type is not None:
+        raise ValueError(f"skip_type cannot be combined with timesteps (the grid is given); got "
+                         f"skip_type={skip_type!r}")
+    if steps is not None and steps != len(ts) - 1:
+        raise ValueError(f"steps={steps!r} does not match timesteps ({len(ts) - 1} intervals); leave steps out "
+                         f"when giving a grid")
     for name, given, value in (("t_start", t_start, ts[0]), ("t_end", t_end, ts[-1])):
         if given is not None and abs(float(given) - value) > 1e-12 * max(1.0, abs(value)):
             raise ValueError(f"{name}={given!r} does not match timesteps ({value!r})")

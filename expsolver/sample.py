@@ -162,7 +162,7 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2,
         Initial state at ``t_start``, shape ``(batch, *dims)``, float32 or float64, any device.
     steps : int
         NFE budget (``multistep``, ``singlestep``) or ``order * (number of steps)`` (``singlestep_fixed``);
-        default :data:`DEFAULT_STEPS` (20). Not with ``timesteps``.
+        default :data:`DEFAULT_STEPS` (20). With ``timesteps`` it may only repeat the number of grid intervals.
     t_start, t_end : float
         Default ``schedule.T`` and :func:`default_t_end`; ``0 < t_end < t_start``.
     order : int
@@ -189,9 +189,9 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2,
         of ~0.35 early; by default the last step lands exactly on ``t_end`` instead (``t_err`` is used only with
         ``compat="official"``).
     timesteps : sequence of float, optional
-        Explicit strictly decreasing grid from ``t_start`` to ``t_end``. It fixes the steps: ``steps`` and
-        ``skip_type`` must then be left out, ``t_start`` / ``t_end`` may be given only if they match it
-        (``ValueError`` otherwise).
+        Explicit strictly decreasing grid from ``t_start`` to ``t_end``. It fixes the steps: ``skip_type`` must
+        then be left out, ``steps``, ``t_start`` and ``t_end`` may be given only if they match it (``ValueError``
+        otherwise).
     compat : {None, "official"}
         ``"official"`` reproduces the official implementation's numbers (its third-order multistep update, its
         ``lower_order_final`` threshold, its grid in torch's default dtype, its float32 rounding of the adaptive step-size factor).

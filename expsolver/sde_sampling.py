@@ -47,7 +47,7 @@ def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=No
     x : torch.Tensor
         State at ``t_start`` (e.g. ``N(0, I)`` samples), shape ``(batch, *dims)``.
     steps : int
-        Number of steps (``>= 1``); required unless ``timesteps`` is given, not allowed with it.
+        Number of steps (``>= 1``); required unless ``timesteps`` is given (then it must match the grid).
     t_start, t_end : float, optional
         Default ``schedule.T`` and the driver's default end time.
     scheme : {"euler_maruyama", "ddpm_ancestral"}

@@ -80,7 +80,7 @@ def test_explicit_grid_replaces_steps_and_skip_type():
     default = sample(model, SCHEDULE, x)  # steps=20 on the time-uniform grid, as in the official code
     assert default.nfe == 20 and default.options["skip_type"] == "time_uniform"
     grid = default.timesteps
-    explicit = sample(model, SCHEDULE, x, timesteps=grid, t_start=float(grid[0]), t_end=float(grid[-1]))
+    explicit = sample(model, SCHEDULE, x, timesteps=grid, t_start=float(grid[0]), t_end=float(grid[-1]), steps=20)
     assert torch.equal(explicit.x, default.x)
     assert explicit.options["steps"] == 20 and explicit.options["skip_type"] is None  # the grid, not a skip type
 
