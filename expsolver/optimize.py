@@ -64,9 +64,9 @@ OPTIMIZABLE_METHODS = ("multistep", "singlestep", "singlestep_fixed", "unipc")
 _FD_STEP = 1e-6
 _MAX_RESTARTS = 2
 _BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solution blew up
-# Options of sample() that describe the solver (recorded in the grid's label and config).
 # Options shown in a grid's label only when they differ from sample()'s defaults.
 _LABEL_IF_NOT_DEFAULT = {"denoise_to_zero": False, "model_type": "noise", "time_input": "continuous"}
+# Options of sample() that describe the solver (recorded in the grid's label and config).
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
 

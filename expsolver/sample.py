@@ -27,8 +27,8 @@ from .solvers.unipc import UNIPC_MAX_ORDER, UNIPC_VARIANTS, UniPC
 from .brownian import noise_source
 from .solvers.sde import SDE_ALGORITHM_TYPES, SDE_MAX_ORDER, ReverseDiffusionSDE, SDEDPMSolverMultistep
 
-__all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "PREDICTION_OF", "COMPAT_MODES", "default_t_end",
-           "plan_steps", "NonFiniteStateError"]
+__all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "PREDICTION_OF", "COMPAT_MODES", "DEFAULT_STEPS",
+           "DEFAULT_SKIP_TYPE", "default_t_end", "plan_steps", "NonFiniteStateError"]
 
 METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive", "unipc", "deis")
 #: ODE algorithm type -> what the solver integrates: DPM-Solver the noise, DPM-Solver++ the data prediction.
