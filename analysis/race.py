@@ -15,7 +15,9 @@ trajectories pass near the saddle between two modes) and its median.
   (3M) as the official implementation has them (``compat="official"``) and corrected (3M: exact exponential Adams),
   UniPC-2/3 (``bh1``/``bh2``, predictor order p with the corrector) and UniPC-4-bh1; each on the four standard grids
   (the best one per NFE is drawn, chosen on the test states, which favours the baselines) and, for
-  :data:`OPTIMISED` solvers, on a grid optimised for that solver and NFE on the pool.
+  :data:`OPTIMISED` solvers, on a grid optimised for that solver and NFE on the pool; for :data:`SHIFTED` solvers
+  also on a grid optimised together with its model times (``shift_model_times=True`` of
+  :func:`expsolver.optimize_timesteps`; curve name suffix :data:`MODEL_TIMES_SUFFIX`).
 * **Best official**: for each acceptance NFE, the smallest RMS over every official configuration
   (:func:`official_configs`: methods, orders, skip types, prediction types, solver types, ``lower_order_final``)
   run with ``compat="official"`` and NFE <= the budget, selected separately on the test and the holdout states.
@@ -48,7 +50,7 @@ from expsolver import SKIP_TYPES, optimize_timesteps, reference_solve, sample
 from .results import cached_reference, provenance, result_type
 from .targets import T_END, T_START, get_target, standard_schedule
 
-__all__ = ["LINEUP", "OPTIMISED", "RaceConfig", "RaceCurve", "RaceResult", "official_configs", "best_official",
+__all__ = ["LINEUP", "OPTIMISED", "SHIFTED", "MODEL_TIMES_SUFFIX", "RaceConfig", "RaceCurve", "RaceResult", "official_configs", "best_official",
            "rms_interval", "race_study", "race_config", "ACCEPTANCE_NFES", "boundary_sensitivity", "switch_analysis"]
 
 #: name -> sample() options of the solvers in the race.
@@ -68,6 +70,9 @@ LINEUP = {
 #: Solvers whose grids are optimised (one grid per NFE of ``RaceConfig.optimise_nfes``).
 OPTIMISED = ("DDIM", "DPM-Solver++(2M)", "DPM-Solver++(3M) corrected", "UniPC-2-bh1", "UniPC-2-bh2", "UniPC-3-bh1",
              "UniPC-3-bh2", "UniPC-4-bh1")
+#: Solvers whose grids are also optimised with decoupled model times (learned per grid point).
+SHIFTED = ("UniPC-2-bh2", "UniPC-3-bh2")
+MODEL_TIMES_SUFFIX = " + model times"
 ACCEPTANCE_NFES = (10, 20)
 
 
@@ -87,6 +92,7 @@ class RaceConfig:
     official_nfes: tuple = (5, 10, 15, 20, 25)
     lineup: tuple = tuple(LINEUP)
     optimised: tuple = OPTIMISED
+    shifted: tuple = SHIFTED
     reference_rtol: float = 1e-10
     n_train: int = 1024
     strata: tuple = (0.5, 0.9, 0.99, 0.998)
@@ -106,6 +112,7 @@ def race_config(target: str, quick: bool = False) -> RaceConfig:
     if quick:
         return RaceConfig(target=target, n_pool=500, n_test=100, n_holdout=150, nfes=(6, 10), optimise_nfes=(10,),
                           official_nfes=(10,), lineup=("DDIM", "UniPC-3-bh1"), optimised=("UniPC-3-bh1",),
+                          shifted=("UniPC-3-bh1",),
                           n_train=96, strata=(0.5, 0.9), max_iter=5, max_time=5.0, n_validation=128, n_starts=1,
                           n_bootstrap=100, official_methods=("multistep",), n_population=0,
                           boundary_perturbations=4)
@@ -232,10 +239,15 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
     timings["references_s"] = time.perf_counter() - t0
     say(f"{cfg.target}: references of {sum(len(v) for v in states.values())} states")
 
-    def run(options, n, split, timesteps=None):
-        kw = dict(timesteps=timesteps) if timesteps is not None else dict(steps=n, t_start=T_START, t_end=T_END)
+    def run(options, n, split, timesteps=None, model_timesteps=None):
+        kw = (dict(timesteps=timesteps, model_timesteps=model_timesteps) if timesteps is not None
+              else dict(steps=n, t_start=T_START, t_end=T_END))
         result = sample(model, schedule, states[split], **kw, **options)
         return result, _errors(result.x, refs[split])
+
+    def run_grid(entry, split):
+        return run(LINEUP[entry["solver"]], entry["config"]["steps"], split, entry["timesteps"],
+                   entry["model_timesteps"])
 
     # Standard grids: every skip type, the best on the test states drawn (favours the baselines).
     t0 = time.perf_counter()
@@ -274,11 +286,13 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
             f"holdout {official[str(n)]['holdout']['rms']:.4g}")
     timings["official_s"] = time.perf_counter() - t0
 
-    # Optimised grids.
+    # Optimised grids (with learned model times for the SHIFTED solvers).
     t0 = time.perf_counter()
     grids = []
-    for name in cfg.optimised:
-        options = LINEUP[name]
+    jobs = [(name, name, False) for name in cfg.optimised] + [(name + MODEL_TIMES_SUFFIX, name, True)
+                                                              for name in cfg.shifted]
+    for name, solver, shift in jobs:
+        options = LINEUP[solver]
         rows = []
         for n in cfg.optimise_nfes:
             grid = optimize_timesteps(model, schedule, states["pool"], steps=n, t_start=T_START, t_end=T_END,
@@ -286,13 +300,13 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
                                       x_holdout=states["holdout"], ref_holdout=refs["holdout"], n_train=cfg.n_train,
                                       strata=cfg.strata, error_cap=cfg.error_cap, max_iter=cfg.max_iter,
                                       max_time=cfg.max_time, n_validation=cfg.n_validation, n_starts=cfg.n_starts,
-                                      **options)
+                                      shift_model_times=shift, **options)
             entry = grid.to_dict()
-            entry["name"] = name
+            entry.update(name=name, solver=solver)
             grids.append(entry)
             stats = []
             for split in ("test", "holdout"):
-                result, err = run(options, n, split, grid.timesteps)
+                result, err = run_grid(entry, split)
                 stats.append(_stats(err, target, result.x, refs[split], schedule, cfg.n_bootstrap, n))
             rows.append((n, "optimised", stats[0], stats[1]))
             say(f"{cfg.target}: {name} optimised for NFE {n} in {grid.optimization_time_s:.1f} s: "
@@ -307,7 +321,7 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
     for n, entry in acceptance.items():
         grid = chosen_grids[n]
         for split in ("test", "holdout"):
-            ours, _ = run(LINEUP[entry["solver"]], int(n), split, grid["timesteps"])
+            ours, _ = run_grid(grid, split)
             best, _ = run(official[n][split]["options"], int(n), split)
             entry[split]["switches"] = switch_analysis(target, schedule, states[split], refs[split], ours.x, best.x,
                                                        allowed_rms=official[n][split]["rms"] / 3.0, cfg=cfg)
@@ -322,8 +336,9 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
         ref_pop = cached_reference(target, schedule, x_pop, T_START, T_END, rtol=cfg.reference_rtol,
                                    atol=cfg.reference_rtol)["x"]
         for n, entry in acceptance.items():
-            result = sample(model, schedule, x_pop, timesteps=chosen_grids[n]["timesteps"],
-                            **LINEUP[entry["solver"]])
+            grid = chosen_grids[n]
+            result = sample(model, schedule, x_pop, timesteps=grid["timesteps"],
+                            model_timesteps=grid["model_timesteps"], **LINEUP[grid["solver"]])
             ours = _stats(_errors(result.x, ref_pop), target, result.x, ref_pop, schedule, cfg.n_bootstrap, int(n))
             best = best_official(model, schedule, x_pop, ref_pop, int(n), methods=cfg.official_methods)
             entry["population"] = dict(ours, n=cfg.n_population, official_rms=best["rms"],
@@ -405,7 +420,7 @@ def _curve(name, options, grid, rows) -> RaceCurve:
 
 
 def _acceptance(grids, official, curves) -> dict:
-    """Per acceptance NFE: the optimised configuration with the smallest training objective, its test and holdout
+    """Per acceptance NFE: the optimised configuration with the smallest validation RMS, its test and holdout
     RMS against the best official on the same states, and whether both ratios are <= 1/3."""
     out = {}
     for n in ACCEPTANCE_NFES:

@@ -97,6 +97,25 @@ def explicit_grid(schedule, timesteps, *, steps=None, skip_type=None, t_start=No
     return ts
 
 
+def check_model_timesteps(schedule, model_timesteps, timesteps) -> np.ndarray:
+    """Validate decoupled model times for the grid ``timesteps`` (already checked): a 1-D sequence of
+    ``len(timesteps) - 1`` finite times inside the schedule's range, ``model_timesteps[i]`` being the time at which
+    the model is queried at the grid point ``timesteps[i]`` (the points where a one-evaluation-per-step method calls
+    it). Need not be monotone. Returns a float64 numpy copy."""
+    try:
+        mt = np.asarray(model_timesteps.detach().cpu().numpy() if hasattr(model_timesteps, "detach")
+                        else model_timesteps, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"model_timesteps must be a 1-D sequence of times, got {type(model_timesteps).__name__}") \
+            from exc
+    if mt.ndim != 1 or mt.shape[0] != len(timesteps) - 1:
+        raise ValueError(f"model_timesteps must hold one time per grid point where the model is called "
+                         f"(len(timesteps) - 1 = {len(timesteps) - 1}), got shape {mt.shape}")
+    for k, t in enumerate(mt):
+        schedule.check_time(float(t), f"model_timesteps[{k}]")
+    return mt
+
+
 def _check_schedule(schedule) -> None:
     if not isinstance(schedule, VPSchedule):
         raise TypeError(f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}")

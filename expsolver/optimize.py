@@ -32,6 +32,20 @@ initial grid) is kept. ``n_starts`` descents, from the best, second-best, ... st
 stratified subsets, share the time budget; the one with the best validation RMS is returned. None of this uses the
 test or holdout states.
 
+**Decoupled model times** (``shift_model_times=True``, methods that call the model once per grid point). At
+10 NFE the grid alone leaves too few degrees of freedom: states near a boundary between two modes' basins are sent
+to the wrong mode by any grid. The model may also be queried at a time other than the grid time: at the grid point
+``lam_i`` the solver uses the model's prediction at ``lam_i + d_i`` (converted with ``alpha``, ``sigma`` of that
+time), while every step coefficient stays that of the grid. ``d`` (``steps`` parameters, clamped to the schedule's
+range) is learned with the grid: after the grid-only descents (half of ``max_time``) one joint descent starts from
+their best grid with ``d = 0``, on a training subset re-stratified by that grid's errors, and the validation RMS
+chooses among all descents. This is the idea of querying the network at a shifted time (Li et al. 2024, "Alleviating
+exposure bias in diffusion models through sampling with shifted time steps", ICLR) made a learned per-step
+parameter, as learned-solver methods do (e.g. Tong et al. 2025, "Learning to discretize denoising diffusion ODEs",
+ICLR, which learns the grid by backpropagating through the solver). The price: with ``d != 0`` the sampler is no
+longer a consistent discretisation of the ODE (its error does not vanish as the steps shrink); it is a solver tuned
+for one problem, one configuration and one NFE, to be judged only on independent states, as here.
+
 **Reporting.** ``train`` (the weighted objective on the training subset, i.e. the estimate of the pool error),
 ``test`` and ``holdout`` errors are always reported, each for the optimised and the initial grid, by re-running
 the ordinary :func:`~expsolver.sample` on the returned grid (the numbers a user gets). States that never entered
@@ -61,11 +75,13 @@ from .solvers.base import Step
 __all__ = ["optimize_timesteps", "OptimizedGrid", "grid_error", "config_label", "solve_on_lams", "OPTIMIZABLE_METHODS"]
 
 OPTIMIZABLE_METHODS = ("multistep", "singlestep", "singlestep_fixed", "unipc")
+_SHIFTABLE_METHODS = ("multistep", "unipc")  # one model call per grid point: decoupled model times apply
 _FD_STEP = 1e-6
 _MAX_RESTARTS = 2
 _BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solution blew up
 # Options shown in a grid's label only when they differ from sample()'s defaults.
-_LABEL_IF_NOT_DEFAULT = {"denoise_to_zero": False, "model_type": "noise", "time_input": "continuous"}
+_LABEL_IF_NOT_DEFAULT = {"denoise_to_zero": False, "model_type": "noise", "time_input": "continuous",
+                         "shift_model_times": False}
 # Options of sample() that describe the solver (recorded in the grid's label and config).
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
@@ -107,7 +123,11 @@ class OptimizedGrid:
     strata : list of dict
         Per stratum: ``lo``, ``hi`` (cheap-error bounds), ``size`` (in the pool), ``selected``, ``weight``.
     starts : list of dict
-        Per descent: its initial grid, validation RMS and number of evaluations.
+        Per descent: its initial grid, whether it learned model times, validation RMS and number of evaluations.
+    model_timesteps : numpy.ndarray or None
+        With ``shift_model_times``: the ``steps`` times at which the model is queried at the grid points
+        ``timesteps[:-1]`` (``sample(..., model_timesteps=...)``); None without it, or when a grid-only descent
+        had the smallest validation RMS.
     """
 
     timesteps: np.ndarray
@@ -123,24 +143,35 @@ class OptimizedGrid:
     objective_history: list = field(default_factory=list)
     strata: list = field(default_factory=list)
     starts: list = field(default_factory=list)
+    model_timesteps: np.ndarray | None = None
 
     @property
     def sampler_options(self) -> dict:
         """The ``sample()`` options of :attr:`config` (without ``steps``, ``t_start``, ``t_end``)."""
         return {k: v for k, v in self.config.items() if k in _CONFIG_KEYS and v is not None}
 
+    @property
+    def sample_kwargs(self) -> dict:
+        """Everything ``sample()`` needs to run this grid: ``sample(model, schedule, x, **grid.sample_kwargs)``
+        (``timesteps``, ``model_timesteps`` when learned, and :attr:`sampler_options`)."""
+        out = dict(timesteps=self.timesteps, **self.sampler_options)
+        if self.model_timesteps is not None:
+            out["model_timesteps"] = self.model_timesteps
+        return out
+
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         out = asdict(self)
-        out["timesteps"] = self.timesteps.tolist()
-        out["lams"] = self.lams.tolist()
+        for key in ("timesteps", "lams", "model_timesteps"):
+            out[key] = None if out[key] is None else np.asarray(out[key]).tolist()
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "OptimizedGrid":
         data = dict(data)
-        data["timesteps"] = np.asarray(data["timesteps"], dtype=np.float64)
-        data["lams"] = np.asarray(data["lams"], dtype=np.float64)
+        for key in ("timesteps", "lams", "model_timesteps"):
+            if data.get(key) is not None:
+                data[key] = np.asarray(data[key], dtype=np.float64)
         return cls(**data)
 
 
@@ -208,11 +239,13 @@ class _LamGridODE(SemiLinearProblem):
     with ``log alpha = -softplus(-2 lam)/2``, ``log sigma = -softplus(2 lam)/2``, so they accept 0-dim tensors.
     """
 
-    def __init__(self, schedule, wrapper: ModelWrapper, prediction: str, endpoints: dict):
+    def __init__(self, schedule, wrapper: ModelWrapper, prediction: str, endpoints: dict, query_lams=None):
         self.schedule = schedule
         self.model = wrapper
         self.prediction = prediction
         self._endpoints = endpoints  # lam (float) -> exact time, so the end points hit t_start, t_end exactly
+        # Decoupled model times: grid lam (float) -> the lam (0-dim tensor) at which the model is queried there.
+        self._query_lams = query_lams or {}
 
     @property
     def nfe(self) -> int:
@@ -248,13 +281,15 @@ class _LamGridODE(SemiLinearProblem):
 
     def nonlinear(self, x, t):
         lam = float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
+        query = self._query_lams.get(lam, t)
+        lam = float(query.detach()) if isinstance(query, torch.Tensor) else float(query)
         n = self._value(x, lam)
-        if isinstance(t, torch.Tensor) and t.requires_grad:
+        if isinstance(query, torch.Tensor) and query.requires_grad:
             # d N / d lam at fixed x, by a one-sided difference: the model's time input need not be differentiable.
             with torch.no_grad():
                 delta = _FD_STEP * max(1.0, abs(lam))
                 slope = (self._value(x.detach(), lam + delta) - n.detach()) / delta
-            n = n + (t - t.detach()).to(n.dtype) * slope
+            n = n + (query - query.detach()).to(n.dtype) * slope
         return n
 
     def data_at(self, x, lam: float):
@@ -278,11 +313,22 @@ def _lams(theta: torch.Tensor, lam_start: float, lam_end: float) -> list:
     return [start] + list(inner.unbind(0)) + [end]
 
 
+def _grid_and_model_lams(params: torch.Tensor, steps: int, lam_start: float, lam_end: float, model_lam_range):
+    """The grid's ``lam`` (:func:`_lams` of ``params[:steps]``) and, for ``2 * steps`` parameters (decoupled model
+    times), the model's ``lam_i + d_i`` at the first ``steps`` grid points, ``d = params[steps:]``, clamped to
+    ``model_lam_range = (lo, hi)`` (the schedule's range); None for ``steps`` parameters."""
+    lams = _lams(params[:steps], lam_start, lam_end)
+    if len(params) == steps:
+        return lams, None
+    lo, hi = model_lam_range
+    return lams, [torch.clamp(lams[i] + params[steps + i], lo, hi) for i in range(steps)]
+
+
 def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_test=None, x_holdout=None,
                        ref_train=None, ref_test=None, ref_holdout=None, n_train=256, strata=(0.5, 0.8, 0.95),
                        min_per_stratum=16, init="best", max_iter=200, max_time=45.0, split=(0.2, 0.2), seed=0,
-                       reference_tol=1e-9, error_cap=0.3, n_validation=4096, n_starts=3, verbose=False,
-                       **sampler_options) -> OptimizedGrid:
+                       reference_tol=1e-9, error_cap=0.3, n_validation=4096, n_starts=3, shift_model_times=False,
+                       verbose=False, **sampler_options) -> OptimizedGrid:
     """Optimise the time grid of one sampler configuration on training states (see the module docstring).
 
     Minimises the weighted mean squared error ``sum_i w_i |x_i(grid) - x_ref_i|^2`` over the stratified training
@@ -339,6 +385,12 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     n_starts : int
         Independent descents (from the best, second-best, ... standard grid, each with its own stratified
         training subset) within ``max_time``; the one with the smallest validation RMS wins.
+    shift_model_times : bool
+        Also learn the time at which the model is queried at each grid point but the last (decoupled model
+        times, ``sample(..., model_timesteps=...)``): ``lam_i + d_i``, ``d`` free (from 0), clamped to the
+        schedule's range; ``steps`` more parameters. Only for ``method`` "multistep" or "unipc". The result is a
+        sampler tuned to this problem, no longer a consistent discretisation of the ODE (see the module
+        docstring).
     verbose : bool
         Print the objective as it goes.
     **sampler_options
@@ -389,6 +441,10 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     seed = check_int(seed, "seed")
     verbose = check_bool(verbose, "verbose")
     n_starts = check_int(n_starts, "n_starts", minimum=1)
+    shift_model_times = check_bool(shift_model_times, "shift_model_times")
+    if shift_model_times and method not in _SHIFTABLE_METHODS:
+        raise ValueError(f"shift_model_times=True needs a method that calls the model once per grid point "
+                         f"({', '.join(map(repr, _SHIFTABLE_METHODS))}), got method={method!r}")
     error_cap = None if error_cap is None else check_positive_float(error_cap, "error_cap")
     n_validation = check_int(n_validation, "n_validation", minimum=0)
     strata = tuple(float(q) for q in strata)
@@ -447,7 +503,9 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     reference_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    run = lambda xs, ts: sample(model, schedule, xs, timesteps=ts, **sampler_options).x  # noqa: E731
+    def run(xs, ts, model_ts=None):
+        return sample(model, schedule, xs, timesteps=ts, model_timesteps=model_ts, **sampler_options).x
+
     # Validation states first (never trained on), then the fitting pool.
     pool64 = x_pool.to(torch.float64)
     rng = np.random.default_rng(seed)
@@ -462,66 +520,90 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     ranked = sorted(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
 
     lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
+    model_lam_range = (float(schedule.lam(schedule.T)), float(schedule.lam(schedule.t_min))) if shift_model_times \
+        else None
+    endpoints = {lam_start: t_start, lam_end: t_end}
     orders = list(probe.orders)
     time_input = sampler_options.get("time_input", "continuous")
 
-    def grid_of(theta) -> np.ndarray:
-        lams = np.array([float(v) for v in _lams(theta.detach(), lam_start, lam_end)])
-        ts = np.array([schedule.lam_inverse_float(float(v)) for v in lams])
-        ts[0], ts[-1] = t_start, t_end
-        return ts
+    def to_time(lam: float) -> float:
+        t = endpoints.get(lam)
+        return min(max(schedule.lam_inverse_float(lam), schedule.t_min), schedule.T) if t is None else t
 
-    def validate(theta) -> float:
+    def grids_of(params):
+        """The float64 grid and model times (None for grid-only parameters) of the parameters."""
+        lams, model_lams = _grid_and_model_lams(params.detach(), steps, lam_start, lam_end, model_lam_range)
+        ts = np.array([to_time(float(v)) for v in lams])
+        return ts, None if model_lams is None else np.array([to_time(float(v)) for v in model_lams])
+
+    def validate(params) -> float:
         if len(x_val) == 0:
             return math.nan
+        ts, model_ts = grids_of(params)
         try:
-            ts = check_grid(schedule, grid_of(theta))
+            ts = check_grid(schedule, ts)
         except ValueError:
             return math.inf  # points collapsed in float64
-        return grid_error(run(x_val, ts), ref_val)["rms"]
+        return grid_error(run(x_val, ts, model_ts), ref_val)["rms"]
 
+    def solve(params, x):
+        lams, model_lams = _grid_and_model_lams(params, steps, lam_start, lam_end, model_lam_range)
+        return solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input, model_lams)
+
+    use_validation = len(x_val) > 0
+    score = (lambda r: r["val_rms"]) if use_validation else (lambda r: r["objective"])  # noqa: E731
+    # The grid descents; with shift_model_times they get half the time and the joint descent the rest.
     starts, t_iter = [], time.perf_counter()
+    grid_time = max_time / 2 if shift_model_times else max_time
     for i in range(n_starts):
-        if i and time.perf_counter() - t_iter >= max_time:
+        if i and time.perf_counter() - t_iter >= grid_time:
             break
         init_name = ranked[i % len(ranked)]
         subset = _stratified_subset(init_errors[init_name], strata, n_train, min_per_stratum, rng)
         theta0 = torch.tensor(np.log(np.diff(schedule.lams_of(init_grids[init_name])) / (lam_end - lam_start)),
                               dtype=torch.float64)
-        budget = (max_time - (time.perf_counter() - t_iter)) / (n_starts - i)
-        run_i = _descend(theta0, lambda th, x: solve_on_lams(model, schedule, x, _lams(th, lam_start, lam_end),
-                                                             orders, options, {lam_start: t_start, lam_end: t_end},
-                                                             time_input),
-                         x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
+        budget = (grid_time - (time.perf_counter() - t_iter)) / (n_starts - i)
+        run_i = _descend(theta0, solve, x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
                          max_iter, budget, verbose)
         starts.append(dict(init=init_name, subset=subset, **run_i))
-    use_validation = len(x_val) > 0
-    best_start = min(starts, key=lambda r: r["val_rms"] if use_validation else r["objective"])
-    final = best_start["theta"]
-    ts_opt = check_grid(schedule, grid_of(final))
+    if shift_model_times:
+        # Grid and model times together, from the best grid (model times = grid times), on a training subset
+        # stratified by that grid's errors (its tail is where the grid still fails).
+        grid_best = min(starts, key=score)
+        params0 = torch.cat([grid_best["theta"], torch.zeros(steps, dtype=torch.float64)])
+        e_best = (run(x_fitpool, grids_of(grid_best["theta"])[0]) - ref_fitpool).reshape(len(x_fitpool), -1)
+        subset = _stratified_subset(e_best.norm(dim=1).numpy(), strata, n_train, min_per_stratum, rng)
+        run_i = _descend(params0, solve, x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
+                         max_iter, max(max_time - (time.perf_counter() - t_iter), 0.0), verbose)
+        starts.append(dict(init=grid_best["init"], subset=subset, **run_i))
+    best_start = min(starts, key=score)
+    ts_opt, model_ts = grids_of(best_start["theta"])
+    ts_opt = check_grid(schedule, ts_opt)
     init_name, (chosen, w_np, strata_info) = best_start["init"], best_start["subset"]
     init_ts = init_grids[init_name]
     x_fit, ref_fit = x_fitpool[chosen], ref_fitpool[chosen]
 
-    errors = {"train": grid_error(run(x_fit, ts_opt), ref_fit, w_np)}
+    errors = {"train": grid_error(run(x_fit, ts_opt, model_ts), ref_fit, w_np)}
     initial = {"train": grid_error(run(x_fit, init_ts), ref_fit, w_np)}
     if use_validation:
-        errors["validation"] = dict(grid_error(run(x_val, ts_opt), ref_val))
+        errors["validation"] = dict(grid_error(run(x_val, ts_opt, model_ts), ref_val))
         initial["validation"] = dict(grid_error(run(x_val, init_ts), ref_val))
     optimization_time = time.perf_counter() - t0
     for name, xs in (("test", x_test), ("holdout", x_holdout)):
         xs64 = xs.to(torch.float64)
-        errors[name] = grid_error(run(xs64, ts_opt), refs[name])
+        errors[name] = grid_error(run(xs64, ts_opt, model_ts), refs[name])
         initial[name] = grid_error(run(xs64, init_ts), refs[name])
     config = {k: options.get(k) for k in _CONFIG_KEYS if k in options}
-    config.update(steps=steps, t_start=t_start, t_end=t_end, time_input=sampler_options.get("time_input", "continuous"))
-    return OptimizedGrid(timesteps=ts_opt, lams=schedule.lams_of(ts_opt), config=config, label=config_label(config),
+    config.update(steps=steps, t_start=t_start, t_end=t_end, time_input=sampler_options.get("time_input", "continuous"),
+                  shift_model_times=shift_model_times)
+    return OptimizedGrid(timesteps=ts_opt, lams=schedule.lams_of(ts_opt), model_timesteps=model_ts,
+                         config=config, label=config_label(config),
                          errors=errors, initial_errors=initial, initial_skip_type=init_name,
                          optimization_time_s=optimization_time, reference_time_s=reference_time,
                          n_iterations=sum(len(r["history"]) for r in starts),
                          objective_history=best_start["history"], strata=strata_info,
-                         starts=[dict(init=r["init"], val_rms=r["val_rms"], evaluations=len(r["history"]))
-                                 for r in starts])
+                         starts=[dict(init=r["init"], model_times=len(r["theta"]) > steps, val_rms=r["val_rms"],
+                                      evaluations=len(r["history"])) for r in starts])
 
 
 def _stratified_subset(e0, strata, n_train, min_per_stratum, rng):
@@ -604,17 +686,19 @@ def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter,
                 history=history)
 
 
-def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous"):
+def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous", model_lams=None):
     """Run the sampler of ``options`` (resolved ``sample()`` options) on the grid ``lams`` (a list of 0-dim
     float64 tensors, increasing), differentiably: the same step rules and loop as :func:`expsolver.sample`.
 
     ``orders[i]`` is the order of step ``i`` (as ``sample()`` plans it); ``endpoints`` maps the float value of the
-    fixed end points' ``lam`` to their exact times. Returns the final state (with ``denoise_to_zero``, the data
+    fixed end points' ``lam`` to their exact times; ``model_lams[i]`` (optional, 0-dim tensors) is the ``lam`` at
+    which the model is queried at grid point ``i`` (decoupled model times). Returns the final state (with ``denoise_to_zero``, the data
     prediction there); gradients flow to every ``lam_i`` that requires them.
     """
     wrapper = ModelWrapper(model, schedule, model_type=options.get("model_type", "noise"), time_input=time_input,
                            check_finite=False)
-    problem = _LamGridODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], endpoints)
+    query_lams = None if model_lams is None else {float(lams[i].detach()): q for i, q in enumerate(model_lams)}
+    problem = _LamGridODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], endpoints, query_lams)
     rule = _make_rule(options["method"], options["order"], options["solver_type"], options["compat"],
                       options.get("variant"), options.get("use_corrector"))
     plan = [Step(i, lams[i], lams[i + 1], orders[i]) for i in range(len(lams) - 1)]

@@ -111,9 +111,14 @@ class DiffusionODE(SemiLinearProblem):
     model : ModelWrapper
         Wrapping the same ``schedule`` object (``ValueError`` otherwise).
     prediction : {"noise", "data"}
+    query_times : dict of float to float, optional
+        Decoupled model times: where the nonlinear term is evaluated at a grid time ``t`` that is a key, the model
+        is queried at ``query_times[t]`` instead, its output converted with ``alpha`` and ``sigma`` of that time
+        (the prediction the solver integrates, as the model gives it at the query time); see ``model_timesteps``
+        of :func:`expsolver.sample`. The step coefficients stay those of the grid.
     """
 
-    def __init__(self, schedule, model: ModelWrapper, prediction: str = "noise"):
+    def __init__(self, schedule, model: ModelWrapper, prediction: str = "noise", query_times: dict | None = None):
         if not isinstance(schedule, VPSchedule):
             raise TypeError(f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}")
         if not isinstance(model, ModelWrapper):
@@ -127,6 +132,7 @@ class DiffusionODE(SemiLinearProblem):
         self.model = model
         self.prediction = check_choice(prediction, "prediction", PREDICTIONS)
         self._points: dict[float, tuple[float, float, float, float]] = {}
+        self._query_times = dict(query_times or {})
         self._pool = BufferPool()  # work tensors of this integration (CPU, no autograd); values unaffected
 
     @property
@@ -155,6 +161,7 @@ class DiffusionODE(SemiLinearProblem):
         return self.schedule.lam_inverse_float(rho)
 
     def nonlinear(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        t = self._query_times.get(t, t)
         _, _, alpha, sigma = self.point(t)
         if self.prediction == "noise":
             return self.model.eps(x, t, alpha, sigma)

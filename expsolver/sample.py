@@ -15,7 +15,7 @@ import torch
 
 from ._validation import (check_bool, check_choice, check_int, check_positive_float, check_state,
                           reject_unknown_kwargs)
-from .grids import SKIP_TYPES, _grid_times, explicit_grid, time_grid
+from .grids import SKIP_TYPES, _grid_times, check_model_timesteps, explicit_grid, time_grid
 from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
 from .problems import DiffusionODE
 from .schedules import VPDiscrete, VPSchedule
@@ -147,7 +147,8 @@ def _multistep_plan(ts, order, lower_order_final, compat):
 
 def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2, method="multistep",
            skip_type=None, algorithm_type="dpmsolver++", solver_type="dpmsolver",
-           lower_order_final=True, denoise_to_zero=False, atol=0.0078, rtol=0.05, timesteps=None, compat=None,
+           lower_order_final=True, denoise_to_zero=False, atol=0.0078, rtol=0.05, timesteps=None,
+           model_timesteps=None, compat=None,
            model_type="noise", time_input="continuous", return_intermediates=False, check_finite=True,
            h_init=0.05, theta=0.9, t_err=1e-5, variant=None, use_corrector=None, generator=None, noise=None,
            **kwargs) -> SampleResult:
@@ -192,6 +193,14 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2,
         Explicit strictly decreasing grid from ``t_start`` to ``t_end``. It fixes the steps: ``skip_type`` must
         then be left out, ``steps``, ``t_start`` and ``t_end`` may be given only if they match it (``ValueError``
         otherwise).
+    model_timesteps : sequence of float, optional
+        Decoupled model times, with ``timesteps`` and a method that calls the model once per grid point
+        (``multistep``, ``unipc``, ``deis``; ODE only): at the grid point ``timesteps[i]`` (``i < steps``) the model
+        is queried at ``model_timesteps[i]`` and its prediction is used as if it were the one at ``timesteps[i]``
+        (the step coefficients stay those of the grid). Equal to ``timesteps[:-1]`` it changes nothing. Such
+        times come from :func:`expsolver.optimize_timesteps` with ``shift_model_times=True``, which learns them
+        for one problem and one configuration; they trade the solver's consistency for accuracy at that NFE
+        (see the README). ``denoise_to_zero`` still evaluates at ``t_end``.
     compat : {None, "official"}
         ``"official"`` reproduces the official implementation's numbers (its third-order multistep update, its
         ``lower_order_final`` threshold, its grid in torch's default dtype, its float32 rounding of the adaptive step-size factor).
@@ -265,6 +274,14 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2,
         timesteps = explicit_grid(schedule, timesteps, steps=steps, skip_type=skip_type, t_start=t_start,
                                   t_end=t_end)
         t_start, t_end, steps = float(timesteps[0]), float(timesteps[-1]), len(timesteps) - 1
+        if model_timesteps is not None:
+            if method not in _MULTISTEP_PLAN or stochastic:
+                raise ValueError(f"model_timesteps needs a method that calls the model once per grid point "
+                                 f"({', '.join(map(repr, _MULTISTEP_PLAN))}) and an ODE algorithm_type; got "
+                                 f"method={method!r}, algorithm_type={algorithm_type!r}")
+            model_timesteps = check_model_timesteps(schedule, model_timesteps, timesteps)
+    elif model_timesteps is not None:
+        raise ValueError("model_timesteps needs timesteps (one model time per grid point but the last)")
     else:
         steps = DEFAULT_STEPS if steps is None else steps
         skip_type = DEFAULT_SKIP_TYPE if skip_type is None else skip_type
@@ -277,12 +294,19 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=2,
         raise ValueError(f"steps must be >= order for method={method!r}; got steps={steps}, order={order}")
 
     wrapper = ModelWrapper(model, schedule, model_type=model_type, time_input=time_input, check_finite=check_finite)
-    problem = (ReverseDiffusionSDE if stochastic else DiffusionODE)(schedule, wrapper, _PREDICTION[algorithm_type])
+    if stochastic:
+        problem = ReverseDiffusionSDE(schedule, wrapper, _PREDICTION[algorithm_type])
+    else:
+        query_times = (None if model_timesteps is None
+                       else dict(zip(map(float, timesteps[:-1]), map(float, model_timesteps))))
+        problem = DiffusionODE(schedule, wrapper, _PREDICTION[algorithm_type], query_times)
     options = dict(steps=steps, t_start=t_start, t_end=t_end, order=order, method=method, skip_type=skip_type,
                    algorithm_type=algorithm_type, solver_type=solver_type, lower_order_final=lower_order_final,
                    denoise_to_zero=denoise_to_zero, compat=compat, model_type=model_type)
     if method == "unipc":
         options.update(variant=variant, use_corrector=use_corrector)
+    if model_timesteps is not None:
+        options.update(model_timesteps=model_timesteps.tolist())
     intermediates = [x] if return_intermediates else None
     n_rejected = 0
     with torch.no_grad():

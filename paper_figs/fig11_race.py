@@ -3,10 +3,10 @@
 Rows: the 2-D and the 16-D mixture. Left: RMS over 1,000 test states of the per-state L2 error at t_end against
 NFE, every solver of the lineup on its best standard grid (thin lines, hollow markers; the skip type chosen per NFE
 on the test states) and on grids optimised for it on a separate pool of training states (thick lines, filled
-markers); black crosses: the best official DPM-Solver configuration at that NFE (over methods, orders, skip types,
+markers; dashed: optimised together with the times at which the model is queried, "+ model times"); black crosses: the best official DPM-Solver configuration at that NFE (over methods, orders, skip types,
 prediction and solver types), grey: a third of it (the issue's acceptance line). Middle: the same for the median.
 Right: the optimised grids of the configuration selected (on validation states) at NFE 10, drawn in lambda (one
-row per NFE; grey ticks: the uniform-in-lambda grid with the same NFE).
+row per NFE; grey ticks: the uniform-in-lambda grid with the same NFE; crosses: the learned model times, if any).
 
 The study is computed once per output folder (``OUT/data/race_<target>-<tag>.json``, tag = configuration and code)
 and reused. ``python -m paper_figs.fig11_race [--quick] [--out DIR] [--seed N]`` (``--seed`` is not used: the
@@ -48,10 +48,11 @@ def get_race(out_dir: str, target: str, quick: bool):
 
 def _plot_curves(ax, study, statistic: str):
     for c in study.curves:
-        st = style(c.name)
+        st = style(c.name.removesuffix(race.MODEL_TIMES_SUFFIX))
         optimised = c.grid == "optimised"
         values = c.test[statistic]
         ax.plot(c.nfe, values, color=st["color"], marker=st["marker"], linewidth=2.0 if optimised else 0.9,
+                linestyle="--" if c.name.endswith(race.MODEL_TIMES_SUFFIX) else "-",
                 markersize=5 if optimised else 3.5, markerfacecolor=st["color"] if optimised else "white",
                 alpha=1.0 if optimised else 0.75, label=f"{c.name}, {'optimised' if optimised else 'standard'} grid")
     nfes = sorted(int(n) for n in study.official_best)
@@ -80,7 +81,7 @@ def _plot_grids(ax, study):
     else:
         name, why = study.grids[0]["name"], "first optimised solver"
     schedule = standard_schedule()
-    st = style(name)
+    st = style(name.removesuffix(race.MODEL_TIMES_SUFFIX))
     for entry in study.grids:
         if entry["name"] != name:
             continue
@@ -91,9 +92,13 @@ def _plot_grids(ax, study):
         ax.plot(uniform, np.full_like(uniform, n) - 0.3, linestyle="none", marker="|", color="0.6", markersize=6)
         ax.plot(lams, np.full_like(lams, n), linestyle="-", linewidth=0.6, marker="o", markersize=4,
                 color=st["color"])
+        if entry.get("model_timesteps") is not None:
+            model_lams = schedule.lams_of(np.asarray(entry["model_timesteps"]))
+            ax.plot(model_lams, np.full_like(model_lams, n) + 0.3, linestyle="none", marker="x", markersize=5,
+                    color="black")
     ax.set_xlabel("$\\lambda$ = log($\\alpha$/$\\sigma$) of the grid points")
     ax.set_ylabel("NFE (grid optimised for it)")
-    ax.set_title(f"optimised grids of {name} ({why})\n(grey: uniform in $\\lambda$)", fontsize=10)
+    ax.set_title(f"optimised grids of {name} ({why})\n(grey: uniform in $\\lambda$; x: model times)", fontsize=10)
     ax.grid(alpha=0.3)
 
 

@@ -121,6 +121,75 @@ def test_differentiable_solve_matches_sample_and_its_gradient(setup, options):
         assert float(lam_t[i].grad) == pytest.approx(fd, rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.parametrize("options", [
+    dict(method="unipc", order=3, variant="bh2"),
+    dict(method="multistep", order=2, algorithm_type="dpmsolver"),
+], ids=["unipc3-data", "2M-noise"])
+def test_differentiable_solve_with_model_times_matches_sample_and_its_gradient(setup, options):
+    """With decoupled model times the differentiable path reproduces sample(..., model_timesteps=...) and its
+    gradient with respect to a model time (and to a grid lam) matches a central difference of sample()."""
+    _, schedule, model, pool = setup
+    x = pool[:16]
+    lams0 = np.linspace(schedule.lam(T_START), schedule.lam(T_END), 7)
+    lams0[2:-1] += np.array([0.3, -0.2, 0.1, 0.25])
+    shifts0 = np.array([0.05, -0.1, 0.2, 0.0, -0.15, 0.1])
+
+    def times(lams):
+        return [T_START] + [schedule.inverse_lam(float(v)) for v in lams[1:-1]] + [T_END]
+
+    def via_sample(lams, shifts):
+        model_ts = [schedule.inverse_lam(float(v)) for v in lams[:-1] + shifts]
+        return sample(model, schedule, x, timesteps=times(lams), model_timesteps=model_ts, **options)
+
+    reference = via_sample(lams0, shifts0)
+    plain = sample(model, schedule, x, timesteps=times(lams0), **options)
+    assert float((reference.x - plain.x).abs().max()) > 1e-3  # the model times matter
+    endpoints = {float(lams0[0]): T_START, float(lams0[-1]): T_END}
+    lam_t = [torch.tensor(float(v), dtype=torch.float64, requires_grad=0 < i < 6) for i, v in enumerate(lams0)]
+    shift_t = torch.tensor(shifts0, dtype=torch.float64, requires_grad=True)
+    model_lams = [lam_t[i] + shift_t[i] for i in range(6)]
+    out = solve_on_lams(model, schedule, x, lam_t, reference.orders, reference.options, endpoints,
+                        model_lams=model_lams)
+    assert torch.allclose(out, reference.x, rtol=0, atol=1e-11)
+    weights = torch.linspace(-1.0, 1.0, out.numel(), dtype=torch.float64).reshape(out.shape)
+    (out * weights).sum().backward()
+    d = 1e-5
+    for i in (1, 4):
+        plus, minus = shifts0.copy(), shifts0.copy()
+        plus[i] += d
+        minus[i] -= d
+        fd = float(((via_sample(lams0, plus).x - via_sample(lams0, minus).x) * weights).sum()) / (2 * d)
+        assert float(shift_t.grad[i]) == pytest.approx(fd, rel=1e-4, abs=1e-7)
+    plus, minus = lams0.copy(), lams0.copy()
+    plus[3] += d
+    minus[3] -= d  # moves the grid point and its model time together (the shift is relative)
+    fd = float(((via_sample(plus, shifts0).x - via_sample(minus, shifts0).x) * weights).sum()) / (2 * d)
+    assert float(lam_t[3].grad) == pytest.approx(fd, rel=1e-4, abs=1e-7)
+
+
+def test_shift_model_times_learns_model_times_that_sample_reproduces(setup):
+    _, schedule, model, pool = setup
+    grid = optimize_timesteps(model, schedule, pool, steps=5, t_start=T_START, t_end=T_END, n_train=64,
+                              strata=(0.5, 0.9), min_per_stratum=8, max_iter=15, n_validation=64, n_starts=2,
+                              shift_model_times=True, method="unipc", order=2, variant="bh2")
+    assert grid.config["shift_model_times"] is True and "shift_model_times=True" in grid.label
+    assert len(grid.starts) == 3 and [s["model_times"] for s in grid.starts] == [False, False, True]
+    # The joint descent starts from the best grid-only one: never worse on validation.
+    assert grid.starts[2]["val_rms"] <= min(s["val_rms"] for s in grid.starts[:2]) * (1 + 1e-12)
+    assert grid.errors["validation"]["rms"] == pytest.approx(min(s["val_rms"] for s in grid.starts), rel=1e-9)
+    if grid.model_timesteps is not None:
+        assert grid.model_timesteps.shape == (5,)
+        for k, t in enumerate(grid.model_timesteps):
+            schedule.check_time(float(t), f"model_timesteps[{k}]")
+    restored = OptimizedGrid.from_dict(grid.to_dict())
+    assert restored.label == grid.label
+    if grid.model_timesteps is not None:
+        assert np.array_equal(restored.model_timesteps, grid.model_timesteps)
+        assert "model_timesteps" in grid.sample_kwargs
+    result = sample(model, schedule, pool[:3], **grid.sample_kwargs)
+    assert result.nfe == 5
+
+
 def test_validation(setup):
     _, schedule, model, pool = setup
     kw = dict(t_start=T_START, t_end=T_END, n_train=64, strata=(0.5, 0.9), min_per_stratum=8, max_iter=1)
@@ -154,6 +223,10 @@ def test_validation(setup):
         optimize_timesteps(model, schedule, pool, steps=4, x_test=pool[:10], **kw)
     with pytest.raises(ValueError, match="stochastic"):
         optimize_timesteps(model, schedule, pool, steps=4, algorithm_type="sde-dpmsolver++", **kw)
+    with pytest.raises(ValueError, match="shift_model_times=True needs a method"):
+        optimize_timesteps(model, schedule, pool, steps=4, method="singlestep", shift_model_times=True, **kw)
+    with pytest.raises(TypeError, match="shift_model_times"):
+        optimize_timesteps(model, schedule, pool, steps=4, shift_model_times="yes", **kw)
 
 
 @pytest.mark.slow

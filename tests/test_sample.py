@@ -85,6 +85,47 @@ def test_explicit_grid_replaces_steps_and_skip_type():
     assert explicit.options["steps"] == 20 and explicit.options["skip_type"] is None  # the grid, not a skip type
 
 
+class RecordingModel:
+    """Records the time input of every call."""
+
+    def __init__(self, model):
+        self.model, self.times = model, []
+
+    def __call__(self, x, t):
+        self.times.append(float(t[0]))
+        return self.model(x, t)
+
+
+@pytest.mark.parametrize("options", [dict(method="multistep", order=3), dict(method="unipc", order=2),
+                                     dict(method="deis", order=2)], ids=["3M", "unipc", "deis"])
+def test_model_timesteps_are_where_the_model_is_queried(options):
+    grid = sample(MIXTURE.as_model(SCHEDULE), SCHEDULE, _x(), steps=6, skip_type="logSNR").timesteps
+    same = sample(MIXTURE.as_model(SCHEDULE), SCHEDULE, _x(), timesteps=grid, model_timesteps=grid[:-1], **options)
+    assert torch.equal(same.x, sample(MIXTURE.as_model(SCHEDULE), SCHEDULE, _x(), timesteps=grid, **options).x)
+    model_ts = grid[:-1] * 0.9
+    recorder = RecordingModel(MIXTURE.as_model(SCHEDULE))
+    result = sample(recorder, SCHEDULE, _x(), timesteps=grid, model_timesteps=model_ts, **options)
+    assert recorder.times == list(model_ts) and result.nfe == 6
+    assert result.options["model_timesteps"] == list(model_ts)
+    assert np.array_equal(result.timesteps, grid)  # the steps still run on the grid
+
+
+def test_model_timesteps_in_a_ddim_step():
+    """DDIM (DPM-Solver-1, data prediction) with the model queried at tau: x_t = (sigma_t / sigma_s) x_s
+    - alpha_t (e^{-h} - 1) x0(x_s, tau), h = lam_t - lam_s on the grid, x0 = (x - sigma_tau eps) / alpha_tau."""
+    model, x = MIXTURE.as_model(SCHEDULE), _x()
+    s, t, tau = 0.8, 0.3, 0.7
+    out = sample(model, SCHEDULE, x, timesteps=[s, t], model_timesteps=[tau], method="multistep", order=1).x
+    la = lambda u: float(SCHEDULE.log_alpha(torch.tensor(u, dtype=torch.float64)))  # noqa: E731
+    alpha = {u: math.exp(la(u)) for u in (s, t, tau)}
+    sigma = {u: math.sqrt(1.0 - alpha[u] ** 2) for u in (s, t, tau)}
+    h = math.log(alpha[t] / sigma[t]) - math.log(alpha[s] / sigma[s])
+    eps = model(x, torch.full((len(x),), tau, dtype=torch.float64))
+    x0 = (x - sigma[tau] * eps) / alpha[tau]
+    expected = sigma[t] / sigma[s] * x - alpha[t] * math.expm1(-h) * x0
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("model_type", ["x_start", "v", "score"])
 def test_model_types_give_the_same_samples(model_type):
     eps_model = MIXTURE.as_model(SCHEDULE)
