@@ -50,8 +50,8 @@ from expsolver import SKIP_TYPES, optimize_timesteps, reference_solve, sample
 from .results import cached_reference, provenance, result_type
 from .targets import T_END, T_START, get_target, standard_schedule
 
-__all__ = ["LINEUP", "OPTIMISED", "SHIFTED", "MODEL_TIMES_SUFFIX", "RaceConfig", "RaceCurve", "RaceResult", "official_configs", "best_official",
-           "rms_interval", "race_study", "race_config", "ACCEPTANCE_NFES", "boundary_sensitivity", "switch_analysis"]
+__all__ = ["LINEUP", "OPTIMISED", "SHIFTED", "MODEL_TIMES_SUFFIX", "RaceConfig", "RaceCurve", "RaceResult",
+           "official_configs", "best_official", "rms_interval", "race_study", "race_config", "ACCEPTANCE_NFES", "boundary_sensitivity", "switch_analysis"]
 
 #: name -> sample() options of the solvers in the race.
 LINEUP = {

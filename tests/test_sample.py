@@ -226,3 +226,14 @@ def test_state_blow_up_is_reported_with_step():
 
     with pytest.raises(NonFiniteStateError, match=r"step \d+"):
         sample(model, SCHEDULE, _x(), steps=5, algorithm_type="dpmsolver")
+
+
+def test_check_grid_returns_a_copy():
+    """check_grid / the explicit grid of sample() never alias the caller's array (optimize_timesteps pins the end
+    points of its checked copy)."""
+    from expsolver import check_grid
+
+    grid = np.array([1.0, 0.5, 1e-3])
+    checked = check_grid(SCHEDULE, grid)
+    checked[0] = 0.7
+    assert grid[0] == 1.0
