@@ -97,8 +97,10 @@ class RaceConfig:
     n_train: int = 1024
     strata: tuple = (0.5, 0.9, 0.99, 0.998)
     error_cap: float | None = 0.3
-    max_iter: int = 200
-    max_time: float = 45.0
+    # Objective evaluations per L-BFGS descent: max_iter_nfe // NFE (200 at NFE 10, 80 at NFE 25); no wall-time
+    # limit (max_time=None), so the grids do not depend on the machine's speed or load.
+    max_iter_nfe: int = 2000
+    max_time: float | None = None
     n_validation: int = 8192
     n_starts: int = 3
     official_methods: tuple = ("singlestep", "singlestep_fixed", "multistep")
@@ -113,7 +115,7 @@ def race_config(target: str, quick: bool = False) -> RaceConfig:
         return RaceConfig(target=target, n_pool=500, n_test=100, n_holdout=150, nfes=(6, 10), optimise_nfes=(10,),
                           official_nfes=(10,), lineup=("DDIM", "UniPC-3-bh1"), optimised=("UniPC-3-bh1",),
                           shifted=("UniPC-3-bh1",),
-                          n_train=96, strata=(0.5, 0.9), max_iter=5, max_time=5.0, n_validation=128, n_starts=1,
+                          n_train=96, strata=(0.5, 0.9), max_iter_nfe=50, n_validation=128, n_starts=1,
                           n_bootstrap=100, official_methods=("multistep",), n_population=0,
                           boundary_perturbations=4)
     return RaceConfig(target=target)
@@ -298,7 +300,8 @@ def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
             grid = optimize_timesteps(model, schedule, states["pool"], steps=n, t_start=T_START, t_end=T_END,
                                       ref_train=refs["pool"], x_test=states["test"], ref_test=refs["test"],
                                       x_holdout=states["holdout"], ref_holdout=refs["holdout"], n_train=cfg.n_train,
-                                      strata=cfg.strata, error_cap=cfg.error_cap, max_iter=cfg.max_iter,
+                                      strata=cfg.strata, error_cap=cfg.error_cap,
+                                      max_iter=max(1, cfg.max_iter_nfe // n),
                                       max_time=cfg.max_time, n_validation=cfg.n_validation, n_starts=cfg.n_starts,
                                       shift_model_times=shift, **options)
             entry = grid.to_dict()

@@ -123,7 +123,8 @@ class OptimizedGrid:
     strata : list of dict
         Per stratum: ``lo``, ``hi`` (cheap-error bounds), ``size`` (in the pool), ``selected``, ``weight``.
     starts : list of dict
-        Per descent: its initial grid, whether it learned model times, validation RMS and number of evaluations.
+        Per descent: its initial grid, whether it learned model times, validation RMS, number of evaluations and
+        why it stopped (``"max_iter"``, ``"max_time"`` or ``"no_progress"``).
     model_timesteps : numpy.ndarray or None
         With ``shift_model_times``: the ``steps`` times at which the model is queried at the grid points
         ``timesteps[:-1]`` (``sample(..., model_timesteps=...)``); None without it, or when a grid-only descent
@@ -366,8 +367,10 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         smallest pool error for this configuration, a named one, or an explicit grid.
     max_iter : int
         Largest number of objective evaluations per descent.
-    max_time : float
-        Wall-time budget of all descents together in seconds (shared equally by the remaining starts).
+    max_time : float or None
+        Wall-time budget of all descents together in seconds (shared equally by the remaining starts); None: no
+        wall-time limit, the descents stop on ``max_iter`` (or when L-BFGS makes no progress) only, so the result
+        does not depend on the machine's speed or load.
     split : (float, float)
         Fractions of the pool set aside as test and holdout when those are not given.
     seed : int
@@ -436,7 +439,7 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     n_train = check_int(n_train, "n_train", minimum=2)
     min_per_stratum = check_int(min_per_stratum, "min_per_stratum", minimum=1)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    max_time = check_positive_float(max_time, "max_time")
+    max_time = math.inf if max_time is None else check_positive_float(max_time, "max_time")
     reference_tol = check_positive_float(reference_tol, "reference_tol")
     seed = check_int(seed, "seed")
     verbose = check_bool(verbose, "verbose")
@@ -603,7 +606,7 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
                          n_iterations=sum(len(r["history"]) for r in starts),
                          objective_history=best_start["history"], strata=strata_info,
                          starts=[dict(init=r["init"], model_times=len(r["theta"]) > steps, val_rms=r["val_rms"],
-                                      evaluations=len(r["history"])) for r in starts])
+                                      evaluations=len(r["history"]), stopped=r["stopped"]) for r in starts])
 
 
 def _stratified_subset(e0, strata, n_train, min_per_stratum, rng):
@@ -663,9 +666,12 @@ def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter,
         return torch.optim.LBFGS([theta], lr=1.0, max_iter=10, history_size=20, tolerance_grad=1e-10,
                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
-    optimizer, restarts = new_optimizer(), 0
+    optimizer, restarts, stopped = new_optimizer(), 0, "max_iter"
     t0 = time.perf_counter()
-    while len(history) < max_iter and time.perf_counter() - t0 < max_time:
+    while len(history) < max_iter:
+        if time.perf_counter() - t0 >= max_time:
+            stopped = "max_time"
+            break
         n_before = len(history)
         optimizer.step(closure)
         for candidate in (theta.detach().clone(), best[1]):
@@ -676,6 +682,7 @@ def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter,
             # L-BFGS stopped after one evaluation (its line search found no decrease on this piecewise-smooth
             # objective): restart it from the best point with an empty memory, at most twice.
             if restarts == _MAX_RESTARTS:
+                stopped = "no_progress"
                 break
             restarts += 1
             with torch.no_grad():
@@ -683,7 +690,7 @@ def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter,
             optimizer = new_optimizer()
     use_validation = not math.isnan(chosen_val[0])
     return dict(theta=chosen_val[1] if use_validation else best[1], val_rms=chosen_val[0], objective=best[0],
-                history=history)
+                history=history, stopped=stopped)
 
 
 def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous", model_lams=None):

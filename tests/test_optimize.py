@@ -51,6 +51,7 @@ def test_result_is_a_valid_labelled_grid(setup, small_result):
     assert grid.errors["validation"]["n"] == 64
     assert grid.errors["validation"]["rms"] <= grid.initial_errors["validation"]["rms"] * (1 + 1e-9)
     assert len(grid.starts) == 2 and grid.starts[0]["init"] != grid.starts[1]["init"]
+    assert all(s["stopped"] in ("max_iter", "max_time", "no_progress") for s in grid.starts)
     assert grid.errors["validation"]["rms"] == pytest.approx(min(s["val_rms"] for s in grid.starts), rel=1e-9)
     assert grid.n_iterations >= 2 and grid.optimization_time_s > 0
     result = sample(model, schedule, pool[:3], timesteps=grid.timesteps, **grid.sampler_options)
@@ -188,6 +189,19 @@ def test_shift_model_times_learns_model_times_that_sample_reproduces(setup):
         assert "model_timesteps" in grid.sample_kwargs
     result = sample(model, schedule, pool[:3], **grid.sample_kwargs)
     assert result.nfe == 5
+
+
+def test_without_a_time_limit_the_result_is_deterministic(setup):
+    """max_time=None: the descents stop on max_iter (or on no progress) only, and two runs give the same grid."""
+    _, schedule, model, pool = setup
+    kw = dict(steps=4, t_start=T_START, t_end=T_END, n_train=64, strata=(0.5, 0.9), min_per_stratum=8, max_iter=12,
+              max_time=None, n_validation=64, n_starts=2, shift_model_times=True, method="multistep", order=2)
+    first, second = optimize_timesteps(model, schedule, pool, **kw), optimize_timesteps(model, schedule, pool, **kw)
+    assert all(s["stopped"] in ("max_iter", "no_progress") for s in first.starts)
+    assert np.array_equal(first.timesteps, second.timesteps)
+    assert (first.model_timesteps is None) == (second.model_timesteps is None)
+    if first.model_timesteps is not None:
+        assert np.array_equal(first.model_timesteps, second.model_timesteps)
 
 
 def test_validation(setup):
