@@ -518,8 +518,11 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     x_val, ref_val = pool64[val_idx], refs["pool"][val_idx]
     x_fitpool, ref_fitpool = pool64[fit_idx], refs["pool"][fit_idx]
     # Initial grids: the standard grids ranked by their error on the fitting pool (cheap: steps NFE per state).
-    init_errors = {name: (run(x_fitpool, ts) - ref_fitpool).reshape(len(x_fitpool), -1).norm(dim=1).numpy()
-                   for name, ts in init_grids.items()}
+    def fitpool_errors(ts) -> np.ndarray:
+        """Per-state errors on the fitting pool of the plain grid ``ts`` (what the strata are drawn from)."""
+        return (run(x_fitpool, ts) - ref_fitpool).reshape(len(x_fitpool), -1).norm(dim=1).numpy()
+
+    init_errors = {name: fitpool_errors(ts) for name, ts in init_grids.items()}
     ranked = sorted(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
 
     lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
@@ -574,8 +577,8 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         # stratified by that grid's errors (its tail is where the grid still fails).
         grid_best = min(starts, key=score)
         params0 = torch.cat([grid_best["theta"], torch.zeros(steps, dtype=torch.float64)])
-        e_best = (run(x_fitpool, grids_of(grid_best["theta"])[0]) - ref_fitpool).reshape(len(x_fitpool), -1)
-        subset = _stratified_subset(e_best.norm(dim=1).numpy(), strata, n_train, min_per_stratum, rng)
+        subset = _stratified_subset(fitpool_errors(grids_of(grid_best["theta"])[0]), strata, n_train,
+                                    min_per_stratum, rng)
         run_i = _descend(params0, solve, x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
                          max_iter, max(max_time - (time.perf_counter() - t_iter), 0.0), verbose)
         starts.append(dict(init=grid_best["init"], subset=subset, **run_i))
