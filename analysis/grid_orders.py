@@ -15,7 +15,8 @@ fixed interpolant), a method of order ``p`` has a global error ``C_L N^{-p}`` on
   (PCHIP, Fritsch & Carlson 1980) interpolant ``L(u)`` through the 9 points ``(i/8, lam_i)`` of a grid that
   :func:`expsolver.optimize_timesteps` returned for DPM-Solver++(3M) at 8 steps on the same problem
   (:data:`OPTIMIZED_LAM_FRACTIONS`, :data:`OPTIMIZED_SETTINGS`; :func:`optimized_lam_fractions` recomputes them).
-  Its steps vary by a factor of about 60 along the path. The member with ``N = 8`` is the optimised grid itself.
+  Its steps vary by more than two decades along the path (:func:`grid_shapes`). The member with ``N = 8`` is the
+  optimised grid itself.
 * **Path**: from the reference state at the first point of the path to ``t = 1e-3``. A multistep rule starts
   from exact values at its first ``order - 1`` points (its history filled by its own steps from the reference
   states, as in :mod:`analysis.verification`), ``lower_order_final`` off; a singlestep rule takes the plan of
@@ -53,16 +54,17 @@ from expsolver import REGISTRY, SKIP_TYPES, check_grid, integrate, time_grid
 from expsolver.sample import plan_steps
 
 from .order import fit_order
-from .results import atomic_write_json, provenance, result_type
+from .results import atomic_write_bytes, provenance, result_type
 from .targets import T_END, T_START
 from .verification import (ALGORITHM_TYPES, GLOBAL_FLOOR, ORDER_TOL, REFERENCE_TOL, OrderMeasurement,
                            VerificationProblem)
 
 __all__ = ["GRIDS", "NONUNIFORM_GRIDS", "PATH_START", "STUDY_STEPS", "TEST_STEPS", "OPTIMIZED_LAM_FRACTIONS",
            "OPTIMIZED_SETTINGS", "THEORY", "GridOrderMeasurement", "GridOrderStudy", "grid_times", "lam_steps",
-           "quick_steps", "expected_order", "measure_grid_order", "grid_orders", "head_check",
+           "quick_steps", "expected_order", "measure_grid_order", "grid_orders", "head_check", "grid_shapes",
            "optimized_lam_fractions", "run_from_exact_values", "render_table", "render_head_table",
-           "render_sections", "section_markers", "replace_section", "update_page", "PAGE_PREFIX", "main"]
+           "render_shapes_table", "render_sections", "section_markers", "replace_section", "update_page",
+           "summary_json", "PAGE_PREFIX", "main"]
 
 GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras", "optimized")
 NONUNIFORM_GRIDS = GRIDS[1:]
@@ -84,16 +86,21 @@ def _sqrt2_steps(lo: int, hi: int) -> tuple:
 STUDY_STEPS = {"logSNR": _sqrt2_steps(4, 1024), "time_uniform": _sqrt2_steps(512, 32768),
                "time_quadratic": _sqrt2_steps(8, 2048), "karras": _sqrt2_steps(8, 2048),
                "optimized": _sqrt2_steps(8, 4096)}
-#: Step counts of the test, per grid: by registry name, else by declared order (three points in ratio 2 inside the
-#: windows the study fitted; the cheapest such points, so that every solver is tested in a minute).
-TEST_STEPS = {"time_uniform": {1: (512, 1024, 2048), 2: (4096, 8192, 16384), 3: (4096, 8192, 16384),
-                               4: (2048, 4096, 8192), "DPM-Solver-3M-official": (8192, 16384, 32768)},
-              "time_quadratic": {1: (8, 16, 32), 2: (64, 128, 256), 3: (64, 128, 256), 4: (64, 128, 256),
-                                 "DPM-Solver-3M-official": (256, 512, 1024)},
-              "karras": {1: (16, 32, 64), 2: (64, 128, 256), 3: (181, 362, 724), 4: (181, 362, 724),
-                         "DPM-Solver-3M-official": (128, 256, 512)},
-              "optimized": {1: (8, 16, 32), 2: (32, 64, 128), 3: (128, 256, 512), 4: (256, 512, 1024),
-                            "DPM-Solver-3M-official": (181, 362, 724)}}
+#: Step counts of the test, per grid, by ``(registry name, algorithm_type)``, else by name, else by declared order:
+#: three or four points inside the windows the study fitted, the cheapest that fit within 0.11 of the expected order
+#: (so that every solver is tested in about a minute). On ``time_uniform`` the rules that converge late in ``N``
+#: get larger step counts (the path there has only ``N / 100`` steps).
+TEST_STEPS = {"time_uniform": {1: (724, 1024, 1448), 2: (8192, 11585, 16384), 3: (4096, 5793, 8192, 11585),
+                               4: (5793, 8192, 11585), "DPM-Solver-3M-official": (16384, 23170, 32768),
+                               "UniPC-2-bh1": (16384, 23170, 32768), "UniPC-2-bh2": (16384, 23170, 32768),
+                               "UniPC-3-bh1": (11585, 16384, 23170, 32768),
+                               ("DEIS-tAB2", "dpmsolver"): (16384, 23170, 32768)},
+              "time_quadratic": {1: (8, 11, 16), 2: (91, 128, 181), 3: (128, 181, 256), 4: (128, 256, 512),
+                                 "DPM-Solver-3M-official": (512, 724, 1024)},
+              "karras": {1: (11, 16, 23), 2: (91, 128, 181), 3: (181, 256, 362), 4: (256, 362, 512),
+                         "DPM-Solver-3M-official": (181, 362, 724)},
+              "optimized": {1: (8, 11, 16), 2: (45, 64, 91), 3: (181, 256, 362), 4: (362, 724, 1448),
+                            "DPM-Solver-3M-official": (256, 362, 512)}}
 
 #: ``(lam_i - lam_0) / (lam_8 - lam_0)`` of the grid :func:`optimized_lam_fractions` returns (module docstring).
 OPTIMIZED_LAM_FRACTIONS = (0.0, 0.33275551788503394, 0.4415934202181221, 0.5514160597009553, 0.6411368007369197,
@@ -103,9 +110,16 @@ OPTIMIZED_SETTINGS = dict(steps=8, method="multistep", order=3, algorithm_type="
                           lower_order_final=False, n_train=128, n_validation=128, max_iter=60, max_time=None,
                           n_starts=1, pool_size=1536, pool_seed=11)
 
+_LATE_ON_TIME_UNIFORM = ("time_uniform: the slope in N reaches the order only once N t_end >> 1 (the last lambda "
+                         "step is about log(1 + 1/(N t_end)) / 2, and the error has a second term of relative size "
+                         "~ 1/(N t_end)); a fourth-order error reaches the reference floor (1e-10) first, at "
+                         "N t_end ~ 10-30, so the measurable slope stays below 4: the value is the study's fit")
 #: ``(solver, grid, algorithm_type) -> (expected slope, reason)`` where theory predicts a value other than the
-#: declared order at the studied step counts (grid or algorithm_type None: every one).
-THEORY: dict = {}
+#: declared order at the step counts that can be measured (grid or algorithm_type None: every one).
+THEORY = {("DPM-Solver-4M", "time_uniform", "dpmsolver"): (3.79, _LATE_ON_TIME_UNIFORM),
+          ("UniPC-3-bh1", "time_uniform", "dpmsolver"): (3.41, _LATE_ON_TIME_UNIFORM),
+          ("UniPC-3-bh2", "time_uniform", "dpmsolver++"): (3.71, _LATE_ON_TIME_UNIFORM),
+          ("UniPC-3-bh2", "time_uniform", "dpmsolver"): (3.80, _LATE_ON_TIME_UNIFORM)}
 
 #: Prefix of the page's markers of this module's sections (:func:`section_markers`).
 PAGE_PREFIX = "grid-orders"
@@ -149,10 +163,25 @@ def lam_steps(schedule, ts) -> tuple[np.ndarray, np.ndarray]:
     return h, h[1:] / h[:-1]
 
 
-def quick_steps(name: str, grid: str) -> tuple:
-    """The step counts :data:`TEST_STEPS` gives the registry solver ``name`` on ``grid``."""
+def quick_steps(name: str, algorithm_type: str, grid: str) -> tuple:
+    """The step counts :data:`TEST_STEPS` gives the registry solver ``name`` in ``algorithm_type`` on ``grid``."""
     table = TEST_STEPS[grid]
-    return table[name] if name in table else table[REGISTRY[name].order]
+    for key in ((name, algorithm_type), name):
+        if key in table:
+            return table[key]
+    return table[REGISTRY[name].order]
+
+
+def grid_shapes(schedule, grids=GRIDS, steps=(64, 1024)) -> list:
+    """How non-uniform each family is: per grid and step count, the largest and smallest lambda step of the whole
+    grid and the largest and smallest ratio of consecutive steps."""
+    rows = []
+    for grid in grids:
+        for n in steps:
+            h, ratios = lam_steps(schedule, grid_times(schedule, grid, n))
+            rows.append(dict(grid=grid, steps=n, max_h=float(h.max()), min_h=float(h.min()),
+                             max_ratio=float(ratios.max()), min_ratio=float(ratios.min())))
+    return rows
 
 
 def expected_order(name: str, grid: str, algorithm_type: str) -> tuple[float, str]:
@@ -201,17 +230,23 @@ class GridOrderMeasurement:
         return self.measurement.fit.agrees(self.expected, ORDER_TOL)
 
     def to_summary(self) -> dict:
-        """JSON-ready: solver, prediction, grid, the points (steps, errors, largest step and ratio) and the fit."""
+        """JSON-ready: solver, prediction, grid, the points (steps, errors to 6 significant digits, largest lambda step
+        and step ratio on the path to 4) and the fit."""
         m = self.measurement
         fit = m.fit.to_dict()
         window = fit["window"]
         return dict(solver=m.solver, algorithm_type=m.algorithm_type, grid=self.grid, declared=REGISTRY[m.solver].order,
                     expected=self.expected, reason=self.reason, agrees=self.agrees, path_start=self.path_start,
-                    steps=[int(v) for v in self.steps], errors=[float(v) for v in m.errors],
-                    max_h=[float(v) for v in self.max_h], max_ratio=[float(v) for v in self.max_ratio],
-                    nfe=[int(v) for v in m.nfe], slope=fit["slope"], ci_low=fit["ci_low"], ci_high=fit["ci_high"],
-                    reliable=fit["reliable"], fit_reason=fit["reason"],
+                    steps=[int(v) for v in self.steps], errors=[_round(v, 6) for v in m.errors],
+                    max_h=[_round(v, 4) for v in self.max_h], max_ratio=[_round(v, 4) for v in self.max_ratio],
+                    slope=fit["slope"], ci_low=fit["ci_low"], ci_high=fit["ci_high"], reliable=fit["reliable"],
+                    fit_reason=fit["reason"],
                     window_steps=None if window is None else _window_steps(self.steps, window))
+
+
+def _round(value: float, digits: int) -> float:
+    """``value`` to ``digits`` significant digits (the results file keeps what its tables and readers need)."""
+    return float(f"{float(value):.{digits - 1}e}")
 
 
 def _window_steps(steps, window) -> list:
@@ -229,6 +264,7 @@ class GridOrderStudy:
     measurements: list
     config: dict
     head: list = field(default_factory=list)
+    shapes: list = field(default_factory=list)
     provenance: dict = field(default_factory=provenance)
 
     def get(self, solver: str, algorithm_type: str, grid: str) -> GridOrderMeasurement:
@@ -239,7 +275,7 @@ class GridOrderStudy:
 
     def to_summary(self) -> dict:
         return dict(config=self.config, measurements=[m.to_summary() for m in self.measurements], head=self.head,
-                    provenance=self.provenance)
+                    shapes=self.shapes, provenance=self.provenance)
 
 
 def _median_error(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -251,11 +287,15 @@ def _path_plan(vp: VerificationProblem, config, grid: str, n: int, ts: np.ndarra
     k = config.options["order"]
     if config.kind == "multistep":
         return plan_steps("multistep", vp.schedule, None, k, None, None, None, False, None, timesteps=ts[first:])
-    if grid in SKIP_TYPES:
-        plan = plan_steps("singlestep_fixed", vp.schedule, k * n, k, grid, T_START, T_END, False, None)
-    else:
-        plan = plan_steps("singlestep_fixed", vp.schedule, None, k, None, None, None, False, None, timesteps=ts)
-    return plan[first:]
+    if grid not in SKIP_TYPES:
+        return plan_steps("singlestep_fixed", vp.schedule, None, k, None, None, None, False, None, timesteps=ts)[first:]
+    # Only the path's steps are planned (the inner grids of a long plan are costly). A path that starts late is
+    # one of time_uniform's: its last n - first steps are the (n - first)-step time_uniform grid from ts[first].
+    plan = plan_steps("singlestep_fixed", vp.schedule, k * (n - first), k, grid, float(ts[first]), T_END, False, None)
+    if not np.allclose([st.s for st in plan], ts[first:-1], rtol=1e-12, atol=0.0):
+        raise ValueError(f"the {grid} grid from t={ts[first]!r} is not the end of the {n}-step {grid} grid; a path "
+                         f"start (PATH_START) needs a grid family whose sub-grids are members")
+    return plan
 
 
 def _run_path(vp: VerificationProblem, config, algorithm_type: str, plan: list):
@@ -363,7 +403,7 @@ def grid_orders(names=None, algorithm_types=ALGORITHM_TYPES, grids=GRIDS, *, ste
                   statistic="median per-sample L2 error", optimized_lam_fractions=list(OPTIMIZED_LAM_FRACTIONS),
                   optimized_settings=OPTIMIZED_SETTINGS,
                   reference=dict(backend="scipy", method="DOP853", rtol=REFERENCE_TOL, atol=REFERENCE_TOL))
-    return GridOrderStudy(measurements=measurements, config=config, head=head)
+    return GridOrderStudy(measurements=measurements, config=config, head=head, shapes=grid_shapes(vp.schedule, grids))
 
 
 # -- the page's table ---------------------------------------------------------------------------------------------
@@ -382,14 +422,14 @@ def render_table(summary: dict) -> str:
     """The Markdown table of a study summary (:meth:`GridOrderStudy.to_summary`, e.g. read from the results
     JSON): one row per solver and prediction, one column per grid; a cell is the fitted slope, its 95 %
     interval and the step counts of the fitted window, marked **x** where it does not agree with the expected
-    order; then the rows whose expected order is not the declared one, with the reason."""
+    order; then the entries whose expected order is not the declared one, with the reason."""
     grids = summary["config"]["grids"]
     entries = {(e["solver"], e["algorithm_type"], e["grid"]): e for e in summary["measurements"]}
     solvers = list(dict.fromkeys(e["solver"] for e in summary["measurements"]))
     predictions = list(dict.fromkeys(e["algorithm_type"] for e in summary["measurements"]))
     lines = ["| solver | prediction | declared | " + " | ".join(grids) + " |",
              "|---|---|---|" + "---|" * len(grids)]
-    notes = []
+    notes = {}  # reason -> entries expected to differ from the declared order for it
     for solver in solvers:
         for a in predictions:
             row = [entries[(solver, a, g)] for g in grids if (solver, a, g) in entries]
@@ -397,9 +437,13 @@ def render_table(summary: dict) -> str:
                 continue
             cells = [_cell(entries[(solver, a, g)]) if (solver, a, g) in entries else "" for g in grids]
             lines.append(f"| {solver} | {_PREDICTION_LABEL[a]} | {row[0]['declared']} | " + " | ".join(cells) + " |")
-            notes += [f"* {solver}, {_PREDICTION_LABEL[a]}, {e['grid']}: expected {e['expected']:g}: {e['reason']}"
-                      for e in row if e["reason"]]
-    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+            for e in row:
+                if e["reason"]:
+                    notes.setdefault(e["reason"], []).append(
+                        f"{solver} ({_PREDICTION_LABEL[a]}, {e['grid']}): {e['expected']:g}")
+    for reason, which in notes.items():
+        lines += ["", f"Expected {'; '.join(which)}. Reason: {reason}."]
+    return "\n".join(lines) + "\n"
 
 
 def render_head_table(summary: dict) -> str:
@@ -412,9 +456,20 @@ def render_head_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_shapes_table(summary: dict) -> str:
+    """The Markdown table of :func:`grid_shapes`' rows in a study summary."""
+    lines = ["| grid | N | largest lambda step | smallest | largest / smallest | largest ratio of consecutive steps "
+             "| smallest ratio |", "|---|---|---|---|---|---|---|"]
+    for r in summary["shapes"]:
+        lines.append(f"| {r['grid']} | {r['steps']} | {r['max_h']:.3g} | {r['min_h']:.3g} | "
+                     f"{r['max_h'] / r['min_h']:.3g} | {r['max_ratio']:.3g} | {r['min_ratio']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_sections(summary: dict) -> dict:
     """The page's generated sections of a study summary: section name -> Markdown."""
-    return {"table": render_table(summary), "head": render_head_table(summary)}
+    return {"shapes": render_shapes_table(summary), "table": render_table(summary),
+            "head": render_head_table(summary)}
 
 
 def section_markers(prefix: str, name: str) -> tuple:
@@ -443,6 +498,13 @@ def update_page(page: str, prefix: str, sections: dict) -> None:
         fh.write(text)
 
 
+def summary_json(summary: dict) -> str:
+    """A study summary as JSON text with one line per measurement (a small file with readable diffs)."""
+    rest = json.dumps({k: v for k, v in summary.items() if k != "measurements"}, indent=1, allow_nan=False)
+    lines = ",\n".join(json.dumps(m, allow_nan=False) for m in summary["measurements"])
+    return '{\n "measurements": [\n' + lines + "\n ],\n" + rest[2:] + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -460,11 +522,12 @@ def main(argv=None) -> int:
     if not args.render_only:
         if args.quick:
             study = grid_orders(["DPM-Solver-3M"], grids=NONUNIFORM_GRIDS,
-                                steps={g: quick_steps("DPM-Solver-3M", g) for g in NONUNIFORM_GRIDS}, head_steps=None,
+                                steps={g: quick_steps("DPM-Solver-3M", "dpmsolver++", g) for g in NONUNIFORM_GRIDS},
+                                head_steps=None,
                                 progress=True)
         else:
             study = grid_orders(progress=True)
-        atomic_write_json(args.out, study.to_summary())
+        atomic_write_bytes(args.out, summary_json(study.to_summary()).encode("utf-8"))
     if args.page:
         with open(args.out, encoding="utf-8") as fh:
             update_page(args.page, PAGE_PREFIX, render_sections(json.load(fh)))

@@ -40,7 +40,7 @@ def vp():
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 @pytest.mark.parametrize("grid", NONUNIFORM_GRIDS)
 def test_global_order_on_nonuniform_grids(vp, grid, name, algorithm_type):
-    m = measure_grid_order(vp, name, algorithm_type, grid, quick_steps(name, grid))
+    m = measure_grid_order(vp, name, algorithm_type, grid, quick_steps(name, algorithm_type, grid))
     fit = m.measurement.fit
     expected, reason = expected_order(name, grid, algorithm_type)
     assert (m.expected, m.reason) == (expected, reason)
