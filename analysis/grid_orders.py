@@ -86,20 +86,27 @@ def _sqrt2_steps(lo: int, hi: int) -> tuple:
 STUDY_STEPS = {"logSNR": _sqrt2_steps(4, 1024), "time_uniform": _sqrt2_steps(512, 32768),
                "time_quadratic": _sqrt2_steps(8, 2048), "karras": _sqrt2_steps(8, 2048),
                "optimized": _sqrt2_steps(8, 4096)}
-#: Step counts of the test, per grid, by ``(registry name, algorithm_type)``, else by name, else by declared order:
-#: three or four points inside the windows the study fitted, the cheapest that fit within 0.11 of the expected order
-#: (so that every solver is tested in about a minute). On ``time_uniform`` the rules that converge late in ``N``
-#: get larger step counts (the path there has only ``N / 100`` steps).
-TEST_STEPS = {"time_uniform": {1: (724, 1024, 1448), 2: (8192, 11585, 16384), 3: (4096, 5793, 8192, 11585),
-                               4: (5793, 8192, 11585), "DPM-Solver-3M-official": (16384, 23170, 32768),
-                               "UniPC-2-bh1": (16384, 23170, 32768), "UniPC-2-bh2": (16384, 23170, 32768),
-                               "UniPC-3-bh1": (11585, 16384, 23170, 32768),
-                               ("DEIS-tAB2", "dpmsolver"): (16384, 23170, 32768)},
-              "time_quadratic": {1: (8, 11, 16), 2: (91, 128, 181), 3: (128, 181, 256), 4: (128, 256, 512),
-                                 "DPM-Solver-3M-official": (512, 724, 1024)},
-              "karras": {1: (11, 16, 23), 2: (91, 128, 181), 3: (181, 256, 362), 4: (256, 362, 512),
-                         "DPM-Solver-3M-official": (181, 362, 724)},
-              "optimized": {1: (8, 11, 16), 2: (45, 64, 91), 3: (181, 256, 362), 4: (362, 724, 1448),
+#: Step counts of the test, per grid, by ``(registry name, algorithm_type)``, else by name, else by ``(kind,
+#: declared order)``: three or four points inside the windows the study fitted, the cheapest whose fits come within
+#: 0.12 of the expected order (so that every solver is tested in under a minute). On ``time_uniform`` the rules
+#: that converge late in ``N`` get larger step counts (the path there has only about ``N / 100`` steps).
+TEST_STEPS = {"time_uniform": {("singlestep", 1): (724, 1024, 1448), ("singlestep", 2): (5793, 8192, 11585),
+                               ("singlestep", 3): (1448, 2048, 2896), ("multistep", 2): (2896, 4096, 5793),
+                               ("multistep", 3): (4096, 5793, 8192), ("multistep", 4): (5793, 8192, 11585),
+                               "DPM-Solver-3M-official": (11585, 16384, 23170), "UniPC-2-bh1": (11585, 16384, 23170),
+                               "UniPC-2-bh2": (5793, 8192, 11585), "UniPC-3-bh1": (11585, 16384, 23170, 32768),
+                               ("DEIS-tAB2", "dpmsolver"): (11585, 16384, 23170)},
+              "time_quadratic": {("singlestep", 1): (8, 11, 16), ("singlestep", 2): (45, 64, 91),
+                                 ("singlestep", 3): (45, 64, 91), ("multistep", 2): (91, 128, 181),
+                                 ("multistep", 3): (91, 128, 181), ("multistep", 4): (128, 256, 512),
+                                 "DPM-Solver-3M-official": (362, 512, 724)},
+              "karras": {("singlestep", 1): (11, 16, 23), ("singlestep", 2): (23, 32, 45),
+                         ("singlestep", 3): (91, 128, 181), ("multistep", 2): (64, 91, 128),
+                         ("multistep", 3): (181, 256, 362), ("multistep", 4): (256, 362, 512),
+                         "DPM-Solver-3M-official": (256, 362, 512)},
+              "optimized": {("singlestep", 1): (8, 11, 16), ("singlestep", 2): (11, 23, 45),
+                            ("singlestep", 3): (23, 45, 91), ("multistep", 2): (32, 45, 64),
+                            ("multistep", 3): (181, 256, 362), ("multistep", 4): (362, 512, 724),
                             "DPM-Solver-3M-official": (256, 362, 512)}}
 
 #: ``(lam_i - lam_0) / (lam_8 - lam_0)`` of the grid :func:`optimized_lam_fractions` returns (module docstring).
@@ -169,7 +176,7 @@ def quick_steps(name: str, algorithm_type: str, grid: str) -> tuple:
     for key in ((name, algorithm_type), name):
         if key in table:
             return table[key]
-    return table[REGISTRY[name].order]
+    return table[(REGISTRY[name].kind, REGISTRY[name].order)]
 
 
 def grid_shapes(schedule, grids=GRIDS, steps=(64, 1024)) -> list:
