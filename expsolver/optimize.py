@@ -68,7 +68,8 @@ from .models import ModelWrapper
 from .phi import phis
 from .problems import SemiLinearProblem, StepCoefficients
 from .reference import reference_solve
-from .sample import PREDICTION_OF, _make_rule, integrate, sample
+from .driver import integrate
+from .sampling import PREDICTION_OF, sample, solver_from_options
 from .schedules import VPSchedule, _softplus
 from .solvers.base import Step
 
@@ -554,7 +555,8 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
 
     def solve(params, x):
         lams, model_lams = _grid_and_model_lams(params, steps, lam_start, lam_end, model_lam_range)
-        return solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input, model_lams)
+        return solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input, model_lams,
+                             solver=probe.solver)
 
     use_validation = len(x_val) > 0
     score = (lambda r: r["val_rms"]) if use_validation else (lambda r: r["objective"])  # noqa: E731
@@ -696,24 +698,28 @@ def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter,
                 history=history, stopped=stopped)
 
 
-def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous", model_lams=None):
+def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous", model_lams=None,
+                  solver=None):
     """Run the sampler of ``options`` (resolved ``sample()`` options) on the grid ``lams`` (a list of 0-dim
     float64 tensors, increasing), differentiably: the same step rules and loop as :func:`expsolver.sample`.
 
     ``orders[i]`` is the order of step ``i`` (as ``sample()`` plans it); ``endpoints`` maps the float value of the
     fixed end points' ``lam`` to their exact times; ``model_lams[i]`` (optional, 0-dim tensors) is the ``lam`` at
-    which the model is queried at grid point ``i`` (decoupled model times). Returns the final state (with ``denoise_to_zero``, the data
-    prediction there); gradients flow to every ``lam_i`` that requires them.
+    which the model is queried at grid point ``i`` (decoupled model times); ``solver`` the solver object (default:
+    the one ``options`` name). Returns the final state (with ``denoise_to_zero``, the data prediction there);
+    gradients flow to every ``lam_i`` that requires them.
     """
     wrapper = ModelWrapper(model, schedule, model_type=options.get("model_type", "noise"), time_input=time_input,
                            check_finite=False)
     query_lams = None if model_lams is None else {float(lams[i].detach()): q for i, q in enumerate(model_lams)}
     problem = _LamGridODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], endpoints, query_lams)
-    rule = _make_rule(options["method"], options["order"], options["solver_type"], options["compat"],
-                      options.get("variant"), options.get("use_corrector"))
+    if solver is None:
+        solver, _ = solver_from_options(options["method"], options["order"], options["solver_type"],
+                                        compat=options["compat"], variant=options.get("variant"),
+                                        use_corrector=options.get("use_corrector"))
     plan = [Step(i, lams[i], lams[i + 1], orders[i]) for i in range(len(lams) - 1)]
     with torch.enable_grad():
-        x = integrate(problem, rule, plan, x, check_finite=False)
+        x = integrate(problem, solver, x, plan, check_finite=False).x
         if options["denoise_to_zero"]:
             x = problem.data_at(x, float(lams[-1]))
     return x
