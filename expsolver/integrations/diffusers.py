@@ -45,7 +45,7 @@ from ..schedules import VPDiscrete
 from ..solvers.base import Step, multistep_orders
 from ..solvers.dpm_solver import DPMSolverMultistep
 from ..solvers.options import solver_from_options
-from ..solvers.unipc import UniPC
+from ..solvers.unipc import UNIPC_VARIANTS, UniPC
 
 __all__ = ["ExpSolverScheduler", "schedule_from_diffusers", "grid_from_diffusers", "DiffusersGrid",
            "time_to_timestep", "timestep_to_time", "PREDICTION_TYPES", "COMPAT_MODES",
@@ -60,7 +60,7 @@ COMPAT_MODES = (None, "official", "diffusers")
 DIFFUSERS_LOWER_ORDER_FINAL_STEPS = 15
 
 # A stored float32 noise level and the float64 level of the same integer timestep agree to a few float32 ulps
-# (diffusers forms sigma = sqrt((1 - a) / a) in float32); adjacent timesteps differ by far more (>= 1e-3).
+# (diffusers forms sigma = sqrt((1 - a) / a) in float32): within this relative tolerance a level is that timestep's.
 _LEVEL_MATCH_RTOL = 1e-6
 
 
@@ -287,6 +287,7 @@ _GRID_KEYS = ("timestep_spacing", "steps_offset", "use_karras_sigmas", "use_expo
 _METHODS = ("multistep", "unipc", "deis", "singlestep", "singlestep_fixed")
 # The diffusers scheduler whose grid a method follows (and whose numbers compat="diffusers" reproduces).
 _DIFFUSERS_CLASS = {"multistep": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
+# diffusers' names of the two second-order multistep updates (DPMSolverMultistepScheduler's solver_type).
 _DPM_SOLVER_TYPES = {"midpoint": "dpmsolver", "heun": "taylor"}
 _VARIANCE_TYPES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned",
                    "learned_range")
@@ -378,11 +379,13 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
     * a zero-length last step (Karras sigmas with ``final_sigmas_type="sigma_min"``) is taken: it leaves the state
       unchanged, except that UniPC first corrects the step before it with the model output of that last call.
 
-    Configurations for which diffusers' scheduler returns NaN are refused with a ``ValueError``: UniPC with
-    ``solver_type="bh1"`` and ``final_sigmas_type="zero"`` (its final jump multiplies ``B(h) = h = -inf`` by 0),
-    UniPC with ``lower_order_final=False`` and order >= 2 jumping to ``sigma = 0`` (divides by ``r = 0``), and a
-    zero-length last step of order >= 3, or of order 2 with ``solver_type="heun"`` (0/0). diffusers' casting of
-    the state to float32 inside DPMSolverMultistepScheduler.step is not reproduced (a rounding, not a formula).
+    Configurations for which diffusers' scheduler returns NaN are refused with a ``ValueError``: UniPC jumping to
+    ``sigma = 0`` (``final_sigmas_type="zero"``) with ``solver_type="bh1"`` (the jump multiplies
+    ``B(h) = h = -inf`` by 0), with ``predict_x0=False`` (``sigma_t = 0`` times ``e^h - 1 = inf``) or with
+    ``lower_order_final=False`` and order >= 2 (divides by ``r = 0``), and a zero-length last step of order >= 3,
+    or of order 2 with ``solver_type="heun"`` (0/0). So is what diffusers itself refuses (DPM-Solver with
+    ``algorithm_type="dpmsolver"`` and ``final_sigmas_type="zero"``). diffusers' casting of the state to float32
+    inside DPMSolverMultistepScheduler.step is not reproduced (a rounding, not a formula).
     ``from_config`` of a DPMSolverMultistepScheduler or UniPCMultistepScheduler config with ``compat="diffusers"``
     takes that scheduler's solver options (``solver_order``, ``algorithm_type``, ``solver_type``, ``predict_x0``,
     ``lower_order_final``, ``euler_at_final``); from any other config only the schedule and grid options are taken,
@@ -400,7 +403,9 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         ``sample.shape[1]`` channels are used.
     method, order, algorithm_type, solver_type, variant, use_corrector, lower_order_final, denoise_to_zero
         As in :func:`expsolver.sample` (``denoise_to_zero`` defaults to ``final_sigmas_type == "zero"`` on
-        diffusers' grid, to False otherwise).
+        diffusers' grid, to False otherwise). ``solver_type`` also takes diffusers' names of its two values,
+        ``"midpoint"`` (``"dpmsolver"``) and ``"heun"`` (``"taylor"``), and is kept in the config in them, so that
+        diffusers' schedulers accept the config.
     compat : {None, "official", "diffusers"}
         ``"official"`` as in :func:`expsolver.sample`; ``"diffusers"`` see above.
     solver : Solver, optional
@@ -411,8 +416,8 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         expsolver's grid options (see **Grid**).
     grid : OptimizedGrid or DiffusersGrid, optional
         Stored in the config as its ``timesteps``, ``model_timesteps`` and options.
-    timestep_spacing, steps_offset, use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas, use_lu_lambdas, lambda_min_clipped, final_sigmas_type
-        diffusers' grid options (see **Grid**).
+    timestep_spacing, steps_offset, use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas, use_lu_lambdas
+        diffusers' grid options (see **Grid**), as are ``lambda_min_clipped`` and ``final_sigmas_type``.
     euler_at_final : bool
         ``compat="diffusers"`` only.
     disable_corrector, thresholding, use_flow_sigmas
@@ -448,11 +453,12 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
             defaults = [k for k in self.config.get("_use_default_values", []) if k not in opts]
             self.register_to_config(grid=None, _use_default_values=defaults,
                                     **{k: _jsonable(v) for k, v in opts.items()})
-        for name, value, allowed in (("thresholding", thresholding, False), ("use_flow_sigmas", use_flow_sigmas,
-                                                                             False)):
-            if check_bool(value, name) != allowed:
-                raise ValueError(f"{name}=True is not supported by ExpSolverScheduler (expsolver solves the "
-                                 f"variance-preserving diffusion ODE without thresholding)")
+        if check_bool(thresholding, "thresholding"):
+            raise ValueError("thresholding=True is not supported: the solvers integrate the diffusion ODE of the "
+                             "model's own predictions")
+        if check_bool(use_flow_sigmas, "use_flow_sigmas"):
+            raise ValueError("use_flow_sigmas=True is not supported: flow matching is not a variance-preserving "
+                             "diffusion, which is what expsolver solves")
         if disable_corrector:
             raise ValueError(f"disable_corrector={disable_corrector!r} is not supported; use use_corrector=False "
                              f"to run UniPC's predictor alone")
@@ -492,7 +498,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         describe that scheduler's solver), except with ``compat="diffusers"``, which translates those of
         DPMSolverMultistepScheduler and UniPCMultistepScheduler (keyword options still win)."""
         if isinstance(config, dict):
-            source = _config_class(config)
+            source = _config_class(config, prefer_diffusers=kwargs.get("compat") == "diffusers")
             if source != cls.__name__:
                 if kwargs.get("compat") == "diffusers":
                     for key, value in _diffusers_solver_options(source, config).items():
@@ -504,6 +510,12 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         """The solver object and the sample() method it came from (None for a given object)."""
         chosen = {k: opts[k] for k in ("method", "order", "solver_type", "variant", "use_corrector",
                                        "lower_order_final")}
+        if chosen["solver_type"] in _DPM_SOLVER_TYPES:
+            chosen["solver_type"] = _DPM_SOLVER_TYPES[chosen["solver_type"]]
+        if chosen["solver_type"] is not None and solver is None:
+            # Stored in diffusers' words, so that diffusers' DPM-Solver and UniPC schedulers accept this config.
+            self.register_to_config(solver_type={v: k for k, v in _DPM_SOLVER_TYPES.items()}.get(
+                chosen["solver_type"], chosen["solver_type"]))
         if solver is not None:
             check_solver(solver)
             given = [k for k, v in {**chosen, "compat": self._compat}.items() if v is not None]
@@ -583,9 +595,8 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"denoise_to_zero={denoise!r} contradicts final_sigmas_type={final_sigmas_type!r} "
                                  f"(on diffusers' grid the final level decides: 'zero' ends with the jump to "
                                  f"sigma = 0)")
-            if self._compat == "diffusers" and final_zero and self._prediction == "noise":
-                raise ValueError("compat='diffusers': DPMSolverMultistepScheduler refuses final_sigmas_type='zero' "
-                                 "with algorithm_type='dpmsolver'; use final_sigmas_type='sigma_min'")
+            if self._compat == "diffusers" and final_zero:
+                self._check_diffusers_jump()
             denoise = final_zero
         self._denoise = False if denoise is None else check_bool(denoise, "denoise_to_zero")
 
@@ -712,13 +723,23 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
             plan.append(Step(n_grid, float(grid[-1]), float(grid[-1]), 1))
         return plan
 
-    def _check_diffusers_finite(self, orders, n_grid, idle):
-        """Refuse the configurations in which diffusers' scheduler returns NaN (see the class docstring)."""
-        unipc = self._method == "unipc"
-        if self._denoise and unipc and self._solver.variant == "bh1":
+    def _check_diffusers_jump(self):
+        """compat="diffusers" with the jump to sigma = 0: refuse what diffusers refuses or returns NaN for."""
+        if self._method == "multistep" and self._prediction == "noise":
+            raise ValueError("compat='diffusers': DPMSolverMultistepScheduler refuses final_sigmas_type='zero' with "
+                             "algorithm_type='dpmsolver'; use final_sigmas_type='sigma_min'")
+        if self._method == "unipc" and self._prediction == "noise":
+            raise ValueError("compat='diffusers': UniPCMultistepScheduler with predict_x0=False and "
+                             "final_sigmas_type='zero' returns NaN (its jump multiplies sigma = 0 by e^h - 1 = inf); "
+                             "use final_sigmas_type='sigma_min' or compat=None")
+        if self._method == "unipc" and self._solver.variant == "bh1":
             raise ValueError("compat='diffusers': UniPCMultistepScheduler with solver_type='bh1' and "
-                             "final_sigmas_type='zero' returns NaN (its final jump multiplies B(h) = -inf by 0); "
-                             "use final_sigmas_type='sigma_min', variant 'bh2', or compat=None")
+                             "final_sigmas_type='zero' returns NaN (its jump multiplies B(h) = -inf by 0); use "
+                             "final_sigmas_type='sigma_min', variant 'bh2', or compat=None")
+
+    def _check_diffusers_finite(self, orders, n_grid, idle):
+        """Refuse the plans for which diffusers' scheduler returns NaN (see the class docstring)."""
+        unipc = self._method == "unipc"
         if self._denoise and unipc and orders[n_grid] > 1:
             raise ValueError(f"compat='diffusers': UniPCMultistepScheduler with lower_order_final=False jumps to "
                              f"sigma = 0 with order {orders[n_grid]} and returns NaN; use lower_order_final=True "
@@ -739,6 +760,11 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = None
 
     # -- stepping -------------------------------------------------------------------------------------------------
+    @property
+    def solver(self):
+        """The solver object that advances the state (:class:`~expsolver.solvers.base.Solver`)."""
+        return self._solver
+
     @property
     def step_index(self):
         """The index of the next model call (diffusers' counter; None before the first :meth:`step`)."""
@@ -898,15 +924,21 @@ def _jsonable(value):
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
-def _config_class(config) -> str | None:
-    """The class a scheduler config belongs to: its ``_class_name`` (saved configs), else the class among this one
-    and diffusers' DPM-Solver and UniPC schedulers whose ``__init__`` parameters are exactly its keys (a live
-    scheduler's ``config``), else None."""
+def _config_class(config, prefer_diffusers: bool) -> str | None:
+    """The class a scheduler config belongs to: its ``_class_name`` (saved configs), else, for a live scheduler's
+    ``config``, a class whose parameters it holds: this one, or diffusers' DPM-Solver or UniPC scheduler if its
+    ``solver_type`` speaks that scheduler's vocabulary. A config made ``from_config`` of another class also holds
+    that class's parameters; then ``prefer_diffusers`` (``compat="diffusers"``) decides which is tried first."""
     if "_class_name" in config:
         return config["_class_name"]
-    keys = {k for k in config if not k.startswith("_")}
-    for candidate in [ExpSolverScheduler] + [getattr(diffusers, name) for name in _DIFFUSERS_CLASS.values()]:
-        if keys == set(inspect.signature(candidate.__init__).parameters) - {"self"}:
+    keys = set(config)
+    solver_type = config.get("solver_type")
+    ours = [(ExpSolverScheduler, None)]
+    theirs = [(diffusers.DPMSolverMultistepScheduler, tuple(_DPM_SOLVER_TYPES)),
+              (diffusers.UniPCMultistepScheduler, UNIPC_VARIANTS)]
+    for candidate, solver_types in (theirs + ours if prefer_diffusers else ours + theirs):
+        holds = keys >= set(inspect.signature(candidate.__init__).parameters) - {"self"}
+        if holds and (solver_types is None or solver_type in solver_types):
             return candidate.__name__
     return None
 
@@ -914,10 +946,9 @@ def _config_class(config) -> str | None:
 def _diffusers_solver_options(source: str | None, config) -> dict:
     """The options of ExpSolverScheduler that make diffusers' ``source`` scheduler with this config."""
     if source == "DPMSolverMultistepScheduler":
-        solver_type = config.get("solver_type", "midpoint")
         return dict(method="multistep", order=config.get("solver_order", 2),
                     algorithm_type=config.get("algorithm_type", "dpmsolver++"),
-                    solver_type=_DPM_SOLVER_TYPES.get(solver_type, solver_type),
+                    solver_type=config.get("solver_type", "midpoint"),
                     lower_order_final=config.get("lower_order_final", True),
                     euler_at_final=config.get("euler_at_final", False))
     if source == "UniPCMultistepScheduler":
@@ -928,8 +959,9 @@ def _diffusers_solver_options(source: str | None, config) -> dict:
                     algorithm_type="dpmsolver++" if config.get("predict_x0", True) else "dpmsolver",
                     lower_order_final=config.get("lower_order_final", True),
                     disable_corrector=list(config.get("disable_corrector", [])))
+    what = f"of {source}" if source else "of neither (or of a scheduler that cannot be told from its keys)"
     raise ValueError(f"compat='diffusers' reproduces DPMSolverMultistepScheduler and UniPCMultistepScheduler; the "
-                     f"config is of {source}")
+                     f"config is {what}")
 
 
 def _timestep_of(schedule: VPDiscrete, t: float) -> float:
