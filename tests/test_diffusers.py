@@ -193,6 +193,9 @@ EQUAL_CASES = {
     "UniPC object, Karras sigmas": (dict(solver=UniPC(2, "bh2"), use_karras_sigmas=True), 8,
                                     lambda: dict(solver=UniPC(2, "bh2"), **grid_from_diffusers(
                                         UniPCMultistepScheduler(use_karras_sigmas=True), 8).sample_kwargs)),
+    "DPM-Solver-3M official, compat='official'": (dict(order=3, compat="official", skip_type="time_uniform"), 10,
+                                                  lambda: dict(order=3, compat="official", skip_type="time_uniform",
+                                                               steps=10, t_end=1e-3)),
     "DPM-Solver++(2M), v prediction": (dict(prediction_type="v_prediction"), 10,
                                        lambda: dict(model_type="v", **_diffusers_grid(DPMSolverMultistepScheduler,
                                                                                         10))),
@@ -284,6 +287,24 @@ def test_run_started_at_a_later_timestep_equals_sample_on_the_rest_of_the_grid(u
         ref = sample(_model(unet), scheduler.schedule, start, order=3, timesteps=grid.timesteps[4:],
                      denoise_to_zero=True)
     assert _rel(x, ref.x) <= 1e-10
+
+
+def test_compat_run_started_later_reproduces_diffusers_and_its_add_noise(unet):
+    dpm = DPMSolverMultistepScheduler(solver_order=3, use_karras_sigmas=True)
+    ours = ExpSolverScheduler.from_config(dpm.config, compat="diffusers")
+    x0, noise = _initial_noise(), _initial_noise(seed=2)
+    finals = []
+    for scheduler in (dpm, ours):
+        scheduler.set_timesteps(12)
+        scheduler.set_begin_index(4)
+        x = scheduler.add_noise(x0, noise, scheduler.timesteps[4:5])
+        finals.append(x)
+        with torch.no_grad():
+            for t in scheduler.timesteps[4:]:
+                x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+        finals.append(x)
+    assert _rel(finals[2], finals[0]) <= 1e-6  # the same noise level, up to its float32 storage
+    assert _rel(finals[3], finals[1]) <= 8 * 2.0**-22
 
 
 def test_first_timestep_locates_the_start_of_the_run(unet):

@@ -487,6 +487,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = None
         self.sigmas = None
+        self._state_time_of = {}
         self._calls = None
         self._step_index = None
         self._begin_index = None
@@ -627,7 +628,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
                     query = dgrid.model_timesteps[: len(grid) - 1]
         self._run = dict(grid=grid, idle=idle, announce=announce,
                          query=None if query is None else dict(zip(map(float, grid[:-1]), map(float, query))))
-        plan, calls, times = self._schedule_calls(0)
+        plan, calls, times, state_times = self._schedule_calls(0)
         if num_inference_steps is not None and len(calls) != num_inference_steps:
             raise ValueError(f"num_inference_steps={num_inference_steps}, but the grid of {len(grid) - 1} steps "
                              f"makes {len(calls)} model calls with {self._solver!r}"
@@ -638,9 +639,11 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         integral = all(float(k).is_integer() for k in ks)
         float_dtype = torch.float32 if torch.device(device or "cpu").type == "mps" else torch.float64
         self.timesteps = torch.tensor(ks, dtype=torch.int64 if integral else float_dtype, device=device)
-        levels = [_level_of_time(self.schedule, t) for t in times]
+        # diffusers' sigmas: the noise level sigma / alpha of the state at each model call, then the final one.
+        levels = [_level_of_time(self.schedule, t) for t in state_times]
         self.sigmas = torch.tensor(levels + [0.0 if self._denoise else _level_of_time(self.schedule, grid[-1])],
                                    dtype=torch.float64)
+        self._state_time_of = dict(zip(ks, state_times))
         self.num_inference_steps = len(calls)
         self._timestep_list = ks
         self._start(plan, calls)
@@ -675,9 +678,10 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         return DiffusionODE(self.schedule, wrapper, self._prediction, query_times)
 
     def _schedule_calls(self, first: int):
-        """The plan from grid point ``first`` on, and a dry run of it: which plan step each model call belongs to
-        (None: the final data prediction) and the time at which it queries the model (with compat="diffusers" the
-        time diffusers calls the model at, one call per grid point)."""
+        """The plan from grid point ``first`` on, and a dry run of it. Per model call: the plan step it belongs to
+        (None: the final data prediction), the time at which it queries the model (with compat="diffusers" the time
+        diffusers calls the model at, one call per grid point) and the time the state is at (the step's start, or
+        the stage's time inside a step)."""
         run = self._run
         grid = run["grid"][first:]
         recorder = _Recorder()
@@ -685,7 +689,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         plan = self._plan(grid, problem, first)
         x = torch.zeros((1, 1), dtype=torch.float64)
         state = self._solver.init(problem, x)
-        calls = []
+        calls, state_times = [], []
         for p, st in enumerate(plan):
             before = len(recorder.times)
             x = self._solver.step(problem, x, st, state)
@@ -693,13 +697,15 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"{self._solver!r} made no model call in step {st.index}: a scheduler step is one "
                                  f"model call")
             calls += [p] * (len(recorder.times) - before)
+            state_times += [st.s] + recorder.times[before + 1:]
         times = recorder.times
         if self._denoise:
             calls.append(None)
             times.append(float(grid[-1]))
+            state_times.append(float(grid[-1]))
         if run["announce"] is not None:
             times = [float(t) for t in run["announce"][first:]]
-        return plan, calls, times
+        return plan, calls, times, state_times
 
     def _plan(self, grid, problem, first: int) -> list:
         """The solver's plan over ``grid`` (its points ``first`` on), plus the zero-length last step of diffusers'
@@ -846,7 +852,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         p = calls[start]
         if p is None or (start > 0 and calls[start - 1] == p):
             raise ValueError(f"the run cannot start at model call {start}: it is not the first call of a step")
-        plan, new_calls, times = self._schedule_calls(p)
+        plan, new_calls, times, _ = self._schedule_calls(p)
         if [_timestep_of(self.schedule, t) for t in times] != self._timestep_list[start:]:
             raise ValueError(f"the run cannot start at model call {start}: re-planned from there, {self._solver!r} "
                              f"queries the model at other times than those announced")
@@ -881,10 +887,12 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
 
     # -- forward process ------------------------------------------------------------------------------------------
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """``alpha_t x0 + sigma_t noise`` at the times ``t = (k + 1) / N`` of the diffusers timesteps ``k`` (one per
-        sample, or one for all)."""
-        t = timestep_to_time(torch.as_tensor(timesteps, device=original_samples.device), self.schedule.total_N)
-        t = t.to(torch.float64).reshape(-1)
+        """``alpha_t x0 + sigma_t noise`` for diffusers timesteps ``k`` (one per sample, or one for all): at the time
+        of the state at the model call announced at ``k`` (after :meth:`set_timesteps`), else at ``t = (k + 1) / N``.
+        Reads the timesteps on the host (not a per-step method)."""
+        ks = torch.as_tensor(timesteps).detach().cpu().to(torch.float64).reshape(-1).tolist()
+        t = torch.tensor([self._state_time_of.get(k, timestep_to_time(k, self.schedule.total_N)) for k in ks],
+                         dtype=torch.float64, device=original_samples.device)
         shape = (-1,) + (1,) * (original_samples.ndim - 1)
         alpha = self.schedule.alpha(t).to(original_samples.dtype).reshape(shape)
         sigma = self.schedule.sigma(t).to(original_samples.dtype).reshape(shape)

@@ -86,6 +86,7 @@ def parity_cases() -> list:
         ("DPMSolverMultistepScheduler", dict(solver_order=3, prediction_type="sample", use_karras_sigmas=True)),
         ("UniPCMultistepScheduler", dict(solver_order=2, predict_x0=False)),
         ("UniPCMultistepScheduler", dict(solver_order=2, lower_order_final=False, final_sigmas_type="sigma_min")),
+        ("UniPCMultistepScheduler", dict(solver_order=2, lower_order_final=False)),
         ("UniPCMultistepScheduler", dict(solver_order=3, prediction_type="v_prediction", use_karras_sigmas=True)),
     ]
     return [ParityCase(name, options, (_LOW_STEPS[i % 4], _HIGH_STEPS[(i // 4) % 4]))
