@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._validation import check_finite_array, check_int, check_state
+from ._validation import check_finite_array, check_has_data, check_int, check_state
 
 __all__ = ["GaussianMixture", "GaussianMixtureModel"]
 
@@ -359,6 +359,7 @@ class GaussianMixture:
         if isinstance(t, torch.Tensor):
             if not t.is_floating_point():
                 raise TypeError(f"{name} must be a float or a floating-point tensor, got dtype {t.dtype}")
+            check_has_data(t, name)
             batch = x.shape[0]
             if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1 and batch != 1):
                 t = t.item()
