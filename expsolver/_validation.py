@@ -83,6 +83,8 @@ def as_real_array(value, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
         if arr.dtype.kind == "O":  # e.g. a list of Python numbers and tensors: each converted by float()
+            if any(v is None for v in arr.flat):  # NumPy would turn None into NaN
+                raise TypeError(f"{name} must be an array of real numbers, got {what} containing None")
             arr = arr.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be an array of real numbers, got {what}") from exc

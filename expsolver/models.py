@@ -89,16 +89,13 @@ def _calibrate_references() -> int | None:
     more reference does not show in the count, in which case every kept output is copied."""
     out = torch.empty(0)
     fresh = _callee_references(out)
-    held = out  # noqa: F841 - a second reference, which the count must show
-    return fresh if _callee_references(out) == fresh + 1 else None
+    held = [out]  # one more reference, which the count must show
+    more = _callee_references(out)
+    del held
+    return fresh if more == fresh + 1 else None
 
 
 _FRESH_REFERENCES = _calibrate_references()
-
-
-def _versioned(t: torch.Tensor) -> bool:
-    """Whether in-place changes of ``t`` are counted (inference tensors have no version counter)."""
-    return not (t.is_inference() or torch.is_inference_mode_enabled())
 
 
 class ModelGuard:
@@ -122,13 +119,15 @@ class ModelGuard:
     def model_input(self, x: torch.Tensor) -> tuple[torch.Tensor, int | None]:
         """The tensor to pass to the model for the state ``x``, and its version counter (``None``: a copy made
         where versions are not counted, nothing to check)."""
+        versioned = not (x.is_inference() or torch.is_inference_mode_enabled())
         first = self._first_input
         if first is None:
             self._first_input = weakref.ref(x)
-        if self.copy_inputs or first is None or first() is x or not _versioned(x):
-            self.input_copies += 1
-            x = x.clone()
-        return x, (x._version if _versioned(x) else None)
+        elif versioned and not self.copy_inputs and first() is not x:
+            return x, x._version
+        self.input_copies += 1
+        x = x.clone()
+        return x, (x._version if versioned else None)
 
     def check_input(self, x: torch.Tensor, passed: torch.Tensor, version: int | None, where: Callable) -> None:
         """After the call: did the model modify the tensor it was given? ``where()`` says where (for errors)."""
@@ -152,25 +151,21 @@ class ModelGuard:
             return out.clone()
         start = storage.data_ptr()
         end = start + storage.nbytes()
-        alive = []
-        for entry in self._kept:
-            held = entry[0]()
-            if held is None:
-                continue
-            if start < entry[2] and entry[1] < end:
+        kept = self._kept
+        for ref, kept_start, kept_end in kept:
+            if start < kept_end and kept_start < end and ref() is not None:
                 raise ModelBufferError(
                     f"the model output {where()} occupies the memory of an earlier output that the sampler still "
                     f"holds: the model reuses its output memory without PyTorch seeing it (e.g. a tensor made "
                     f"from an engine's buffer on every call), so that earlier output has been overwritten. "
                     f"Return a new tensor on every call (e.g. out.clone()).")
-            alive.append(entry)
         if (_FRESH_REFERENCES is not None and _storage_use_count is not None
                 and sys.getrefcount(out) == _FRESH_REFERENCES
                 and _storage_use_count(storage._cdata) == 2):  # out's storage + the local ``storage``
-            alive.append((weakref.ref(out), start, end))
-            self._kept = alive[-_TRACKED_OUTPUTS:]
+            if len(kept) >= _TRACKED_OUTPUTS:
+                kept[:] = [entry for entry in kept if entry[0]() is not None][1 - _TRACKED_OUTPUTS:]
+            kept.append((weakref.ref(out), start, end))
             return out
-        self._kept = alive
         self.output_copies += 1
         return out.clone()
 
