@@ -160,6 +160,51 @@ def test_inference_mode_passes_copies():
     assert torch.equal(got.x, expected.x) and torch.equal(x_inf, x)
 
 
+def _sync_free(x, t):
+    """A model of device-side arithmetic only (a CUDA graph cannot capture host reads)."""
+    return torch.tanh(x) * (0.5 + t[:, None]) - 0.1 * x
+
+
+class CUDAGraphModel:
+    """:func:`_sync_free` captured in a CUDA graph: static input, time and output tensors, the output returned on
+    every call (what CUDA-graph and compiled inference wrappers do)."""
+
+    def __init__(self, like):
+        self.x = like.clone()
+        self.t = torch.zeros(like.shape[0], dtype=like.dtype, device=like.device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graph requires
+            for _ in range(3):
+                _sync_free(self.x, self.t)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = _sync_free(self.x, self.t)
+
+    def __call__(self, x, t):
+        self.x.copy_(x)
+        self.t.copy_(t)
+        self.graph.replay()
+        return self.out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("run", [dict(method="multistep", order=3), dict(method="singlestep", order=3),
+                                 dict(method="unipc", order=3), dict(algorithm_type="sde-dpmsolver", order=2)],
+                         ids=_run_id)
+def test_a_cuda_graph_model_gives_the_eager_result(run):
+    x = _x(64).cuda()
+    options = {"steps": STEPS, "algorithm_type": "dpmsolver", **run}
+    if options["algorithm_type"].startswith("sde"):
+        options["generator"] = torch.Generator(device="cuda").manual_seed(5)
+    eager = sample(_sync_free, LIN, x, **options).x
+    if "generator" in options:
+        options["generator"] = torch.Generator(device="cuda").manual_seed(5)
+    graphed = sample(CUDAGraphModel(x), LIN, x, **options).x
+    assert torch.allclose(graphed, eager, rtol=0, atol=1e-12)
+
+
 # -- what cannot be repaired raises ----------------------------------------------------------------------------
 class ReusesRawMemory:
     """A new tensor on every call, made from the same raw memory (an engine's output buffer): neither the
