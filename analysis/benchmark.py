@@ -12,7 +12,7 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    16-D four-component full-covariance mixture of :func:`analysis.targets.target_16d`, 10,000 samples, 20 steps,
    DPM-Solver++ (data prediction) multistep order 3 and singlestep (DPM-Solver-fast) order 3, float64 and float32,
    the linear schedule and a discrete one (1000 betas ``linspace(1e-4, 0.02)``), 1 thread and all cores.
-   Reference point (issue #7): the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
+   Reference point: the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
    its own work in float64 at one thread. The same cells also time the model-buffer protections
    (:class:`expsolver.models.ModelGuard`, part of the sampler's own work) on their own: the guard's work for the
    run's calls as a well-behaved model costs it (the initial state copied once; per call the input's version
@@ -65,9 +65,9 @@ __all__ = ["BenchmarkConfig", "BenchmarkResult", "OverheadRow", "OracleRow", "Re
            "EndToEndRow", "config_for", "run_benchmark", "naive_eps", "machine_info", "markdown", "main",
            "protection_times", "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD", "TARGET_PROTECTION"]
 
-#: Fraction of model time the official implementation spends on its own work (issue #7; float64, 1 thread).
+#: Fraction of model time the official implementation spends on its own work (float64, 1 thread).
 OFFICIAL_OVERHEAD = {"linear": 0.07, "discrete": 0.23}
-#: The acceptance target of issue #7 for float64 (linear and discrete schedules).
+#: The overhead target for float64 (linear and discrete schedules).
 TARGET_OVERHEAD = 0.05
 #: Largest fraction of model time the model-buffer protections may cost (float64, 1 thread).
 TARGET_PROTECTION = 0.01
@@ -347,7 +347,7 @@ def protection_times(calls: list, history: int = 3) -> tuple[float, float]:
         x_in, version = guard.model_input(x)
         guard.check_input(x, x_in, version, where)
         out = outputs.pop()  # now held by this local only, as a model's fresh output
-        held.append(guard.keep(out, where))
+        held.append(guard.keep(out, x, where))
         del held[:-history]
     guard_s = time.perf_counter() - start
     if guard.output_copies:
@@ -695,7 +695,7 @@ def markdown(result: BenchmarkResult) -> str:
         lines += ["## 1. Solver overhead (sample() with a zero-cost model / the same oracle calls)", "",
                   f"n = {result.overhead[0].n}, d = {result.overhead[0].d}, K = {result.overhead[0].K}, "
                   f"{result.overhead[0].steps} steps, DPM-Solver++ order 3; median of {result.config.repeats}. "
-                  f"Official implementation (issue #7, float64, 1 thread): linear "
+                  f"Official implementation (float64, 1 thread): linear "
                   f"{100 * OFFICIAL_OVERHEAD['linear']:g} %, discrete {100 * OFFICIAL_OVERHEAD['discrete']:g} %.", "",
                   "Overhead = sampler / oracle wall time (medians); CPU = the same ratio of process CPU times. "
                   "Protections = the model-buffer protections alone (part of the sampler's time) / oracle time; "

@@ -22,7 +22,7 @@ probability-flow ODE ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t)`` is solv
     x_t = alpha_t mu + C_t^{1/2} C_s^{-1/2} (x_s - alpha_s mu)
         = alpha_t mu + U diag(sqrt(c_t / c_s)) U^T (x_s - alpha_s mu)
 
-(DESIGN.md Sec. 1, "Analytic test problems"). Evaluations are batched over ``(K, batch, d)``: with one time for
+(the closed form the sampler tests compare against). Evaluations are batched over ``(K, batch, d)``: with one time for
 the whole batch, ``C_k^{-1} = U_k diag(1/c_k) U_k^T`` is formed once per call and ``score``/``eps`` cost one batched
 matrix product (full covariances) or none (diagonal, isotropic); per-sample times cost two.
 """

@@ -140,18 +140,23 @@ class ModelGuard:
                                f"sampler did not protect this state): a model must not write into x; compute "
                                f"out of place, or work on x.clone()")
 
-    def keep(self, out: torch.Tensor, where: Callable) -> torch.Tensor:
-        """``out`` (just returned by the model, held in one local of the caller) made safe for the sampler to
-        keep: itself if nothing else refers to it, else a copy. ``ModelBufferError`` if it overlaps an earlier
-        output kept as it is and still alive."""
+    def keep(self, out: torch.Tensor, x: torch.Tensor, where: Callable) -> torch.Tensor:
+        """``out`` (just returned by the model for the state ``x``, held in one local of the caller) made safe for
+        the sampler to keep: itself if nothing else refers to it, else a copy. ``ModelBufferError`` if it overlaps
+        an earlier output kept as it is and still alive (and is not simply the state the model was given)."""
         try:
             storage = out.untyped_storage()
+            x_storage = x.untyped_storage()
         except (RuntimeError, NotImplementedError):  # no plain storage (e.g. a wrapper tensor): always copy
             self.output_copies += 1
             return out.clone()
         start = storage.data_ptr()
         end = start + storage.nbytes()
+        x_start = x_storage.data_ptr()
         kept = self._kept
+        if start < x_start + x_storage.nbytes() and x_start < end:  # the model returned its input (or a view)
+            self.output_copies += 1
+            return out.clone()
         for ref, kept_start, kept_end in kept:
             if start < kept_end and kept_start < end and ref() is not None:
                 raise ModelBufferError(
@@ -260,7 +265,7 @@ class ModelWrapper:
     def _kept_call(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """The model's output at ``t``, safe for the caller to keep (:meth:`ModelGuard.keep`)."""
         out = self._call(x, t)  # the one local holding it, as ModelGuard.keep's reference count expects
-        return self.guard.keep(out, lambda: self._where(t))
+        return self.guard.keep(out, x, lambda: self._where(t))
 
     def _eps(self, x, t, alpha, sigma) -> torch.Tensor:
         """:meth:`eps`, the model's own output returned as it is for ``model_type="noise"`` (for a conversion that

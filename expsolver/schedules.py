@@ -91,7 +91,7 @@ class VPSchedule:
             raise ValueError(f"{name}={t!r} is outside the valid range [{self.t_min:g}, {self.T:g}] of {self!r}")
         return t
 
-    # -- float64 scalar helpers used by the samplers (no validation, no tensor round trip cost) ----------------
+    # -- float64 scalar functions used by the samplers (no validation, no tensor round trip cost) ----------------
     # Subclasses override the ``*_float`` methods with plain ``math`` (a 0-d tensor operation costs microseconds,
     # and samplers evaluate these a few times per step); the results agree with the tensor path to an ulp or two.
     def log_alpha_float(self, t: float) -> float:
@@ -142,7 +142,8 @@ class VPSchedule:
         bad = ~torch.isfinite(t) | (t < lo) | (t > hi)
         if bool(bad.any()):
             worst = t[bad].flatten()[0].item()
-            raise ValueError(f"{name} contains {worst!r}, outside the valid range [{self.t_min:g}, {self.T:g}] of {self!r}")
+            raise ValueError(f"{name} contains {worst!r}, outside the valid range [{self.t_min:g}, {self.T:g}] "
+                             f"of {self!r}")
 
 
 class VPLinear(VPSchedule):

@@ -5,7 +5,7 @@ the argument at fault, or the misbehaving model's error). The rows complement ``
 row repeats one there) and cover ``expsolver.__all__`` (schedules, ``GaussianMixture`` and its methods,
 ``sample`` with every option, ``reference_solve``, ``optimize_timesteps``, ``reverse_sde_sample``,
 ``BrownianPath``, ``time_grid``/``check_grid``, ``phi``/``phis``, ``ModelWrapper``, the problems and step rules,
-``integrate``), the denoising-score-matching helpers of ``expsolver.dsm`` and ``analysis.order.fit_order``. They
+``integrate``), the denoising-score-matching functions of ``expsolver.dsm`` and ``analysis.order.fit_order``. They
 include the inputs whose failure used to be an unrelated message or a NaN: meta tensors, complex and string
 arrays, NaN and overflowing phi-function arguments, NaN data rows, a schedule whose ``alpha_T`` underflows, a
 model that needs autograd, models that return the wrong device.

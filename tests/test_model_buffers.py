@@ -310,6 +310,16 @@ def test_misbehaving_models_cost_copies_of_what_they_share(kind, inputs, outputs
     assert all(torch.equal(a, b) for a, b in zip(kept, expected))
 
 
+def test_an_output_fed_back_to_a_model_that_returns_its_input_is_not_an_error():
+    """The model returning its input is not a reuse of output memory, even when that input is an output the
+    wrapper kept earlier: the result is a copy, and the earlier output is untouched."""
+    wrapper = ModelWrapper(lambda x, t: x, LIN)
+    first = wrapper.eps(_x(), 0.5, LIN.alpha(0.5), LIN.sigma(0.5))
+    value = first.clone()
+    second = wrapper.eps(first, 0.4, LIN.alpha(0.4), LIN.sigma(0.4))
+    assert second is not first and torch.equal(second, value) and torch.equal(first, value)
+
+
 def test_converted_outputs_are_never_copied():
     """``x_start`` outputs converted to noise predictions are new tensors: no output copy even from a buffer."""
     guard, _ = _drive(OutputBuffer(_data_model), model_type="x_start")
