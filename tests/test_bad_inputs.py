@@ -108,7 +108,7 @@ def _xfail(reason):
 
 XFAIL_PROBLEMS = _xfail("expsolver/problems.py: BernoulliETDProblem converts L with torch.as_tensor unchecked")
 XFAIL_ABSTRACT = _xfail("expsolver/problems.py: SemiLinearProblem does not declare its methods abstract")
-XFAIL_INTEGRATE = _xfail("expsolver/sample.py: integrate() does not check that problem is a SemiLinearProblem")
+XFAIL_INTEGRATE = _xfail("expsolver.integrate does not check that problem is a SemiLinearProblem")
 
 P = pytest.param
 BAD_INPUTS = [
@@ -203,7 +203,7 @@ BAD_INPUTS = [
     P(lambda: sample(MODEL, LIN, X, order=0), ValueError, "order", id="sample-order-zero"),
     P(lambda: sample(MODEL, LIN, X, order="2"), TypeError, "order", id="sample-order-str"),
     P(lambda: sample(MODEL, LIN, X, order=True), TypeError, "order", id="sample-order-bool"),
-    P(lambda: sample(MODEL, LIN, X, method=None), ValueError, "method", id="sample-method-none"),
+    P(lambda: sample(MODEL, LIN, X, method="Multistep"), ValueError, "method", id="sample-method-capitalised"),
     P(lambda: sample(MODEL, LIN, X, algorithm_type="ddim"), ValueError, "algorithm_type", id="sample-algorithm"),
     P(lambda: sample(MODEL, LIN, X, solver_type="heun"), ValueError, "solver_type", id="sample-solver-type"),
     P(lambda: sample(MODEL, LIN, X, skip_type="cosine"), ValueError, "skip_type", id="sample-skip-type"),
