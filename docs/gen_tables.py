@@ -17,6 +17,9 @@ Usage, from the repository root::
     python docs/gen_tables.py --check    # exit 1 if a block differs from what the results give
 
 The script needs only the standard library (and Pillow with ``--figures``); it does not import expsolver.
+Where a results file does not record its date or machine (the figure run's ``summary.json`` records neither
+unless it has ``date`` and ``machine`` keys), the import takes the file's modification time and the machine the
+import runs on: import a run on the machine that made it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ FIGURES = ("fig2_global_error", "fig3_work_precision", "fig4_official_3m", "fig5
 FIGURE_WIDTH = 1400
 BLOCK = re.compile(r"(<!-- gen:([\w-]+) -->\n)(.*?)(<!-- /gen:\2 -->)", re.S)
 ALGORITHMS = (("dpmsolver++", "data"), ("dpmsolver", "noise"))
+#: NFE points of the errors in the orders table (the other tables show every point the summary holds).
+ORDERS_NFE = ("10", "20")
 TARGETS = (("2d", "2-D"), ("16d", "16-D"))
 
 
@@ -239,7 +244,7 @@ def _error_cell(errs: dict, points) -> str:
 def block_orders(results) -> str:
     """Every registered solver: verified local and global orders and the errors at the summary's NFE points."""
     summary = results["summary"]
-    points = _nfe_points(results)
+    points = [n for n in _nfe_points(results) if n in ORDERS_NFE]
     agree = summary["order_agreement"]
     header = ["solver (declared order)", "local, data / noise", "global, data / noise", "global via `sample()`",
               "2-D target: slope / error @ " + " / ".join(points) + " NFE",

@@ -65,14 +65,18 @@ def resolve(obj, target: str, role: str) -> str | None:
 
 def is_public(obj) -> bool:
     """Whether the API reference shows ``obj``: no private path component, and the module-level name it belongs
-    to is in its module's ``__all__`` (where the module has one)."""
+    to is in its module's ``__all__`` (where the module has one) or re-exported by the package's ``__all__``."""
     if any(part.startswith("_") for part in obj.path.split(".")):
         return False
     if obj.is_module:
         return True
     module = obj.module
     name = obj.path[len(module.path) + 1:].split(".")[0]
-    return module.exports is None or name in module.exports
+    if module.exports is None or name in module.exports:
+        return True
+    top = obj.package  # re-exported by the package's __all__ (expsolver.integrate, defined in expsolver.sample)
+    defined = f"{module.path}.{name}"
+    return any(top.members[n].is_alias and top.members[n].target_path == defined for n in top.exports or ())
 
 
 def rewrite(obj, text: str) -> str:

@@ -57,11 +57,15 @@ def _modules(module):
 
 
 def module_entries(pkg) -> list[tuple[str, list[str]]]:
-    """``(module path, names)`` for every public submodule: the names of its ``__all__`` (or, without one, its
-    public members) defined in it and not shown on the package page."""
-    shown = {f"{module}.{identifier.rsplit('.', 1)[-1]}" for _, identifier, module in package_entries(pkg)}
+    """``(module path, names)`` for every public submodule that the package page does not show whole: the names
+    of its ``__all__`` (or, without one, its public members) defined in it and not shown on the package page."""
+    entries = package_entries(pkg)
+    shown = {f"{module}.{identifier.rsplit('.', 1)[-1]}" for _, identifier, module in entries}
+    whole = {identifier for _, identifier, _ in entries}  # submodules exported whole by the package
     out = []
     for module in sorted(_modules(pkg), key=lambda m: m.path):
+        if module.path in whole:
+            continue
         names = module.exports if module.exports is not None else [n for n in module.members
                                                                    if not n.startswith("_")]
         own = [n for n in names if n in module.members and not module.members[n].is_alias

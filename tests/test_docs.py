@@ -150,3 +150,45 @@ def test_relative_links_exist(page):
         if "://" not in target:
             assert os.path.exists(os.path.join(folder, target)), f"{page}: {target}"
 
+
+
+def test_api_entries_of_a_package_with_every_kind_of_export(tmp_path):
+    """Re-exported names, a function that shadows its submodule, a submodule exported whole, and the modules page
+    that shows each remaining public name once."""
+    pytest.importorskip("griffe")
+    pkg_dir = tmp_path / "pkg"
+    (pkg_dir / "sub").mkdir(parents=True)
+    (pkg_dir / "__init__.py").write_text(
+        "from .run import run\nfrom .tools import Tool\nfrom . import sub\n__all__ = ['run', 'Tool', 'sub']\n")
+    (pkg_dir / "run.py").write_text("__all__ = ['run', 'helper']\ndef run():\n    pass\ndef helper():\n    pass\n")
+    (pkg_dir / "tools.py").write_text("__all__ = ['Tool', 'make']\nclass Tool:\n    pass\ndef make():\n    pass\n")
+    (pkg_dir / "sub" / "__init__.py").write_text("__all__ = ['f']\ndef f():\n    pass\n")
+    hooks = _load("hooks")
+    import griffe
+
+    pkg = griffe.load("pkg", search_paths=[str(tmp_path)])
+    assert hooks.package_entries(pkg) == [("run", "pkg.run.run", "pkg.run"), ("Tool", "pkg.Tool", "pkg.tools"),
+                                          ("sub", "pkg.sub", "pkg")]
+    assert hooks.module_entries(pkg) == [("pkg.run", ["helper"]), ("pkg.tools", ["make"])]
+
+
+def test_sphinx_roles_become_links_or_code(tmp_path, monkeypatch):
+    pytest.importorskip("griffe")
+    ext = _load("griffe_sphinx")
+    import griffe
+
+    monkeypatch.setattr(ext, "PACKAGE", "rolepkg")
+    pkg_dir = tmp_path / "rolepkg"
+    pkg_dir.mkdir()
+    (pkg_dir / "__init__.py").write_text("from .mod import Thing\n__all__ = ['Thing']\n")
+    (pkg_dir / "mod.py").write_text(
+        "import torch\n__all__ = ['Thing', 'CONSTANT']\n#: A documented constant.\nCONSTANT = 1\n"
+        "def hidden():\n    pass\nclass Thing:\n    def go(self):\n        pass\n")
+    pkg = griffe.load("rolepkg", search_paths=[str(tmp_path)])
+    thing = pkg["mod.Thing"]
+    text = (":class:`Thing` :meth:`Thing.go` :data:`~rolepkg.mod.CONSTANT` :func:`hidden` :func:`torch.no_grad` "
+            ":mod:`scipy.integrate` :func:`missing`")
+    assert ext.rewrite(thing, text) == ("[`Thing`][rolepkg.mod.Thing] [`Thing.go`][rolepkg.mod.Thing.go] "
+                                        "[`CONSTANT`][rolepkg.mod.CONSTANT] `hidden` `torch.no_grad` "
+                                        "`scipy.integrate` [`missing`][missing]")
+    assert ext.comment_docstring(pkg["mod.CONSTANT"]) == "A documented constant."
