@@ -80,7 +80,8 @@ def package_markdown(pkg) -> str:
         groups.setdefault(module, []).append(identifier)
     parts = []
     for module, identifiers in groups.items():
-        parts.append(f"## From [`{module}`][{module}]\n")
+        # A submodule's section links to its entry on the modules page; names of the package itself have none.
+        parts.append(f"## From `{module}`\n" if module == pkg.path else f"## From [`{module}`][{module}]\n")
         parts.extend(f"::: {identifier}\n" for identifier in identifiers)
     return "\n".join(parts)
 

@@ -160,7 +160,7 @@ def test_api_entries_of_a_package_with_every_kind_of_export(tmp_path):
     (pkg_dir / "sub").mkdir(parents=True)
     (pkg_dir / "__init__.py").write_text(
         "from .run import run\nfrom .tools import Tool\nfrom . import sub\n__all__ = ['run', 'Tool', 'sub']\n")
-    (pkg_dir / "run.py").write_text("__all__ = ['run', 'helper']\ndef run():\n    pass\ndef helper():\n    pass\n")
+    (pkg_dir / "run.py").write_text("__all__ = ['run', 'extra']\ndef run():\n    pass\ndef extra():\n    pass\n")
     (pkg_dir / "tools.py").write_text("__all__ = ['Tool', 'make']\nclass Tool:\n    pass\ndef make():\n    pass\n")
     (pkg_dir / "sub" / "__init__.py").write_text("__all__ = ['f']\ndef f():\n    pass\n")
     hooks = _load("hooks")
@@ -169,7 +169,7 @@ def test_api_entries_of_a_package_with_every_kind_of_export(tmp_path):
     pkg = griffe.load("pkg", search_paths=[str(tmp_path)])
     assert hooks.package_entries(pkg) == [("run", "pkg.run.run", "pkg.run"), ("Tool", "pkg.Tool", "pkg.tools"),
                                           ("sub", "pkg.sub", "pkg")]
-    assert hooks.module_entries(pkg) == [("pkg.run", ["helper"]), ("pkg.tools", ["make"])]
+    assert hooks.module_entries(pkg) == [("pkg.run", ["extra"]), ("pkg.tools", ["make"])]
 
 
 def test_sphinx_roles_become_links_or_code(tmp_path, monkeypatch):
