@@ -218,7 +218,6 @@ class ModelWrapper:
             raise ValueError("time_input='discrete' needs a VPDiscrete schedule")
         self.check_finite = check_bool(check_finite, "check_finite")
         self.nfe = 0
-        self.step_index: int | None = None
         self.guard = ModelGuard()
 
     def _call(self, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -253,7 +252,7 @@ class ModelWrapper:
         return out
 
     def _where(self, t: float) -> str:
-        return f"at t={t:.6g}" + ("" if self.step_index is None else f" (step {self.step_index})")
+        return f"at t={t:.6g}"  # the driver adds the step
 
     def eps(self, x: torch.Tensor, t: float, alpha: float, sigma: float) -> torch.Tensor:
         """Noise prediction at scalar time ``t`` (``alpha``, ``sigma`` are the schedule's values there); a tensor
