@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ._validation import check_bool
-from .models import ModelOutputError
+from .models import ModelAutogradError, ModelOutputError
+from .problems import SemiLinearProblem
 from .solvers.base import Step
 from .stepsize import AdaptiveController
 
@@ -104,6 +105,8 @@ def integrate(problem, solver, x: torch.Tensor, timesteps, *, callback=None, ret
     -------
     Solution
     """
+    if not isinstance(problem, SemiLinearProblem):
+        raise TypeError(f"problem must be a SemiLinearProblem (expsolver.problems), got {type(problem).__name__}")
     check_solver(solver)
     check_finite = check_bool(check_finite, "check_finite")
     if callback is not None and not callable(callback):
@@ -119,10 +122,10 @@ def integrate(problem, solver, x: torch.Tensor, timesteps, *, callback=None, ret
     for step in plan:
         try:
             x = solver.step(problem, x, step, state)
-        except ModelOutputError as error:  # say which step, without parking the index on the model
-            raise ModelOutputError(f"{error} (step {step.index})") from None
+        except (ModelOutputError, ModelAutogradError) as error:  # say which step (the model holds no step index)
+            raise type(error)(f"{error} (step {step.index})") from None
         record(x, step.index, step.t)
-    ts = np.array([float(plan[0].s)] + [float(step.t) for step in plan]) if plan else np.array([])
+    ts = np.array([_as_float(plan[0].s)] + [_as_float(step.t) for step in plan]) if plan else np.array([])
     return Solution(x, problem.nfe - nfe_before, ts, [step.order for step in plan], record.intermediates)
 
 
@@ -141,6 +144,11 @@ def _as_plan(solver, timesteps, problem) -> list:
     if not np.all(np.isfinite(ts)) or not (np.all(d > 0) or np.all(d < 0)):
         raise ValueError("timesteps must be finite and strictly monotone")
     return solver.plan(ts, problem)
+
+
+def _as_float(t) -> float:
+    """A step time as a float (times are 0-dim tensors on a differentiable grid)."""
+    return float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
 
 
 class _Recorder:
@@ -178,8 +186,8 @@ def _integrate_adaptive(problem, solver, x, control: AdaptiveController, record)
             t = problem.t_of_rho(rho_s + h)
         try:
             x_high, x_low = solver.embedded_step(problem, x, Step(index, s, t, order), state)
-        except ModelOutputError as error:
-            raise ModelOutputError(f"{error} (step {index})") from None
+        except (ModelOutputError, ModelAutogradError) as error:
+            raise type(error)(f"{error} (step {index})") from None
         err = control.error(x_high, x_low, x_prev)
         if not math.isfinite(err):
             raise NonFiniteStateError(f"adaptive step {index} at t={s:.6g} produced a non-finite error estimate")

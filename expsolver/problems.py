@@ -34,7 +34,7 @@ from .models import ModelWrapper
 from .schedules import VPSchedule
 from .phi import phis
 
-__all__ = ["StepCoefficients", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "PREDICTIONS"]
+__all__ = ["StepCoefficients", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "PREDICTIONS", "combine"]
 
 PREDICTIONS = ("noise", "data")
 

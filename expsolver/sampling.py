@@ -149,7 +149,7 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=No
         (the step coefficients stay those of the grid). Equal to ``timesteps[:-1]`` it changes nothing. Such
         times come from :func:`expsolver.optimize_timesteps` with ``shift_model_times=True``, which learns them
         for one problem and one configuration; they trade the solver's consistency for accuracy at that NFE
-        (see the README). ``denoise_to_zero`` still evaluates at ``t_end``.
+        (see the docs page on optimised grids). ``denoise_to_zero`` still evaluates at ``t_end``.
     compat : {None, "official"}
         ``"official"`` reproduces the official implementation's numbers (its third-order multistep update, its
         ``lower_order_final`` threshold, its grid in torch's default dtype, its float32 rounding of the adaptive step-size factor).
@@ -285,7 +285,7 @@ def _check_solver_object(solver, stochastic, generator, noise, chosen) -> dict:
     if generator is not None or noise is not None:
         raise ValueError("with solver=, the random numbers come from the solver's own noise source: give "
                          "generator/noise to the solver object, not to sample()")
-    return dict(method=None, order=solver.order, solver=repr(solver))
+    return dict(method=None, order=solver.order, compat=None, solver=repr(solver))
 
 
 def _resolve_span(schedule, opts, steps, t_start, t_end, skip_type, timesteps, model_timesteps, adaptive) -> dict:
@@ -328,7 +328,7 @@ def _resolve_span(schedule, opts, steps, t_start, t_end, skip_type, timesteps, m
     if grid is None and controller is None and method != "adaptive":
         n = steps // opts["order"] if method == "singlestep_fixed" else steps
         # DPM-Solver-fast picks its outer points from the unrounded grid and rounds them itself.
-        grid = sampling_grid(schedule, skip_type, t_start, t_end, n, None if method == "singlestep" else opts["compat"])
+        grid = sampling_grid(schedule, skip_type, t_start, t_end, n, None if method == "singlestep" else opts.get("compat"))
     return dict(grid=grid, controller=controller, query_times=query_times,
                 stage_grid=skip_type if method in ("singlestep", "singlestep_fixed") else None)
 

@@ -69,6 +69,9 @@ class DPMSolverSinglestep(Solver):
       ``s -> s2``; ``x_t = ... + I_1/(r2 h) (N_2 - N_s)`` ("dpmsolver") or the exact integral of the quadratic
       through ``(0, r1 h, r2 h)`` ("taylor").
 
+    :meth:`embedded_step` returns this step with an embedded lower-order one sharing its model calls (the adaptive
+    DPM-Solver-12/23, :class:`expsolver.AdaptiveController`).
+
     Parameters
     ----------
     order : {1, 2, 3}
@@ -80,8 +83,6 @@ class DPMSolverSinglestep(Solver):
         Round the grids the solver builds itself (the inner grids; :class:`DPMSolverFast`'s outer grid too) as the
         official code does (:func:`official_rounding`).
 
-    :meth:`embedded_step` returns this step with an embedded lower-order one sharing its model calls (the adaptive
-    DPM-Solver-12/23, :class:`expsolver.AdaptiveController`).
     """
 
     def __init__(self, order: int = 2, solver_type: str = "dpmsolver", *, intermediates: str | None = None,
