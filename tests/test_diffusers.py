@@ -452,6 +452,16 @@ def test_invalid_options_are_refused_with_a_message_naming_them(options, error, 
         ExpSolverScheduler(**options)
 
 
+def test_a_grid_or_solver_given_to_from_config_replaces_the_configs_own(optimized_grid):
+    unipc3 = ExpSolverScheduler(method="unipc", order=3, skip_type="logSNR")
+    swapped = ExpSolverScheduler.from_config(unipc3.config, grid=optimized_grid)
+    assert swapped.solver.predictor_order == 2 and swapped.config["skip_type"] is None
+    assert ExpSolverScheduler.from_config(unipc3.config, solver=DEISMultistep(2)).solver.order == 2
+    # a diffusers config made from this one holds its grid options too: compat="diffusers" leaves them
+    dpm = DPMSolverMultistepScheduler.from_config(swapped.config, solver_order=3)
+    assert ExpSolverScheduler.from_config(dpm.config, compat="diffusers").solver.steps_order == 3
+
+
 def test_grid_options_must_agree_with_an_explicit_grid(optimized_grid):
     with pytest.raises(ValueError, match="contradicts"):
         ExpSolverScheduler(grid=optimized_grid, method="multistep")

@@ -275,9 +275,12 @@ def _time_of_level(schedule: VPDiscrete, level: float, k, name: str) -> float:
 
 
 # Options that choose the solver. In another scheduler's config (from_config) they describe that scheduler's solver
-# and are not taken, except that compat="diffusers" translates them (_diffusers_solver_options).
+# and are not taken (nor are expsolver's grid options it may hold), except that compat="diffusers" translates them
+# (_diffusers_solver_options).
 _SOLVER_KEYS = ("method", "order", "algorithm_type", "solver_type", "variant", "use_corrector", "lower_order_final",
                 "euler_at_final", "compat", "solver", "disable_corrector")
+# expsolver's grid options (an OptimizedGrid brings its own).
+_EXPLICIT_GRID_KEYS = ("timesteps", "model_timesteps", "skip_type", "t_start", "t_end", "denoise_to_zero")
 # Options that make the noise schedule, and diffusers' grid: passed to the diffusers scheduler the grid follows.
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
                   "rescale_betas_zero_snr")
@@ -497,14 +500,18 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
         """As diffusers' ``from_config``; from another scheduler's config the solver options are not taken (they
         describe that scheduler's solver), except with ``compat="diffusers"``, which translates those of
-        DPMSolverMultistepScheduler and UniPCMultistepScheduler (keyword options still win)."""
+        DPMSolverMultistepScheduler and UniPCMultistepScheduler (keyword options still win). With ``grid=`` or
+        ``solver=`` the solver and grid options of this class's own config are dropped as well."""
         if isinstance(config, dict):
             source = _config_class(config, prefer_diffusers=kwargs.get("compat") == "diffusers")
             if source != cls.__name__:
                 if kwargs.get("compat") == "diffusers":
                     for key, value in _diffusers_solver_options(source, config).items():
                         kwargs.setdefault(key, value)
-                config = {k: v for k, v in config.items() if k not in _SOLVER_KEYS}
+                config = {k: v for k, v in config.items() if k not in _SOLVER_KEYS + _EXPLICIT_GRID_KEYS}
+            elif kwargs.get("grid") is not None or kwargs.get("solver") is not None:
+                # A grid or solver object brings its own configuration: the config's is replaced, not merged.
+                config = {k: v for k, v in config.items() if k not in _SOLVER_KEYS + _EXPLICIT_GRID_KEYS}
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def _make_solver(self, solver, opts, algorithm_type, skip_type):
