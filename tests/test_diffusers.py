@@ -307,6 +307,20 @@ def test_compat_run_started_later_reproduces_diffusers_and_its_add_noise(unet):
     assert _rel(finals[3], finals[1]) <= 8 * 2.0**-22
 
 
+@pytest.mark.parametrize("source,options,steps", [
+    (UniPCMultistepScheduler(solver_type="bh1"), dict(method="unipc", variant="bh1"), 8),
+    (UniPCMultistepScheduler(predict_x0=False), dict(method="unipc", variant="bh2", algorithm_type="dpmsolver"), 8),
+    (UniPCMultistepScheduler(lower_order_final=False), dict(method="unipc", variant="bh2", lower_order_final=False), 8),
+    (DPMSolverMultistepScheduler(solver_order=3, use_karras_sigmas=True, final_sigmas_type="sigma_min"), dict(order=3),
+     16),
+], ids=["UniPC bh1", "UniPC noise prediction", "UniPC lower_order_final=False", "DPM-3 Karras sigma_min"])
+def test_configurations_where_diffusers_returns_nan_run_without_compat(unet, source, options, steps):
+    with pytest.raises(ValueError, match="NaN"):
+        ExpSolverScheduler.from_config(source.config, compat="diffusers").set_timesteps(steps)
+    x, _, calls = _pipeline_run(unet, ExpSolverScheduler.from_config(source.config, **options), steps)
+    assert calls == steps and torch.isfinite(x).all()
+
+
 def test_first_timestep_locates_the_start_of_the_run(unet):
     scheduler = ExpSolverScheduler()
     scheduler.set_timesteps(6)
