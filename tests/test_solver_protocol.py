@@ -266,3 +266,17 @@ def test_no_public_function_is_longer_than_80_lines():
                 if node.end_lineno - start + 1 > 80:
                     long.append(f"{path.name}:{node.name} ({node.end_lineno - start + 1} lines)")
     assert not long, long
+
+
+def test_sde_registry_entries_build_their_solvers_from_their_options():
+    schedule = SCHEDULES["linear"]
+    model = MIXTURE.as_model(schedule)
+    for name, config in expsolver.SDE_REGISTRY.items():
+        solver = config.make(GeneratorNoise(torch.Generator().manual_seed(4)))
+        assert solver.stochastic
+        if config.entry == "sample":
+            by_strings = sample(model, schedule, _x(), steps=8, generator=torch.Generator().manual_seed(4),
+                                **config.options)
+            by_object = sample(model, schedule, _x(), steps=8, skip_type="time_uniform", solver=solver,
+                               algorithm_type=config.options["algorithm_type"])
+            assert torch.equal(by_strings.x, by_object.x), name
