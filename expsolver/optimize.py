@@ -83,6 +83,8 @@ _BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solut
 # Options shown in a grid's label only when they differ from sample()'s defaults.
 _LABEL_IF_NOT_DEFAULT = {"denoise_to_zero": False, "model_type": "noise", "time_input": "continuous",
                          "shift_model_times": False}
+# The options that a solver object carries itself.
+_SOLVER_OPTIONS = ("method", "order", "solver_type", "lower_order_final", "compat", "variant", "use_corrector")
 # Options of sample() that describe the solver (recorded in the grid's label and config).
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
@@ -149,8 +151,10 @@ class OptimizedGrid:
 
     @property
     def sampler_options(self) -> dict:
-        """The ``sample()`` options of :attr:`config` (without ``steps``, ``t_start``, ``t_end``)."""
-        return {k: v for k, v in self.config.items() if k in _CONFIG_KEYS and v is not None}
+        """The ``sample()`` options of :attr:`config` (without ``steps``, ``t_start``, ``t_end``; for a grid of a
+        ``solver=`` object, without the solver options, which the object carries: pass it again)."""
+        keys = [k for k in _CONFIG_KEYS if "solver" not in self.config or k not in _SOLVER_OPTIONS]
+        return {k: v for k, v in self.config.items() if k in keys and v is not None}
 
     @property
     def sample_kwargs(self) -> dict:

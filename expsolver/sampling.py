@@ -24,14 +24,13 @@ from .problems import DiffusionODE
 from .schedules import VPDiscrete, VPSchedule
 from .solvers.deis import DEIS_MAX_ORDER
 from .solvers.dpm_solver import SOLVER_TYPES, official_rounding
-from .solvers.options import solver_from_options
+from .solvers.options import METHODS, solver_from_options
 from .solvers.sde import SDE_ALGORITHM_TYPES, SDE_MAX_ORDER, ReverseDiffusionSDE
 from .solvers.unipc import UNIPC_MAX_ORDER, UNIPC_VARIANTS
 
 __all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "PREDICTION_OF", "COMPAT_MODES", "DEFAULT_STEPS",
            "DEFAULT_SKIP_TYPE", "default_t_end", "sampling_grid", "NonFiniteStateError"]
 
-METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive", "unipc", "deis")
 #: ODE algorithm type -> what the solver integrates: DPM-Solver the noise, DPM-Solver++ the data prediction.
 PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
 ALGORITHM_TYPES = tuple(PREDICTION_OF) + tuple(SDE_ALGORITHM_TYPES)  # SDE: expsolver.solvers.sde

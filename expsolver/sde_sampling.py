@@ -16,12 +16,10 @@ from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
 from .driver import integrate
 from .sampling import DEFAULT_SKIP_TYPE, SampleResult, default_t_end, sampling_grid
 from .schedules import VPSchedule
-from .solvers.sde import DDPMAncestral, EulerMaruyama, ReverseDiffusionSDE
+from .solvers.options import SDE_SCHEMES
+from .solvers.sde import ReverseDiffusionSDE
 
 __all__ = ["reverse_sde_sample", "SDE_SCHEMES"]
-
-#: Schemes of :func:`reverse_sde_sample`.
-SDE_SCHEMES = {"euler_maruyama": EulerMaruyama, "ddpm_ancestral": DDPMAncestral}
 
 
 def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, scheme="euler_maruyama",

@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 PAGES = sorted(["README.md"] + [os.path.join("docs", f) for f in os.listdir(DOCS) if f.endswith(".md")])
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
+#: A file of the repository included into a page by pymdownx.snippets.
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.M)
 
 
 def _load(name: str):
@@ -130,6 +132,7 @@ def test_python_examples_run(page, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace = {"__name__": "__docs__"}
     for i, block in enumerate(PYTHON_BLOCK.findall(_read(page))):
+        block = SNIPPET.sub(lambda m: (ROOT / m.group(1)).read_text(), block)  # what the page shows
         exec(compile(block, f"{page} (python block {i + 1})", "exec"), namespace)  # noqa: S102 - the docs' code
 
 

@@ -5,14 +5,19 @@ solvers here, so a registry entry cannot run another rule than its options name.
 
 from __future__ import annotations
 
+from .._validation import check_choice
 from ..stepsize import AdaptiveController
 from .deis import DEISMultistep
 from .dpm_solver import DPMSolverFast, DPMSolverMultistep, DPMSolverSinglestep
-from .sde import SDE_ALGORITHM_TYPES, SDEDPMSolverMultistep
+from .sde import SDE_ALGORITHM_TYPES, DDPMAncestral, EulerMaruyama, SDEDPMSolverMultistep
 from .unipc import UniPC
 
-__all__ = ["solver_from_options", "OFFICIAL_LOWER_ORDER_FINAL_STEPS"]
+__all__ = ["solver_from_options", "METHODS", "SDE_SCHEMES", "OFFICIAL_LOWER_ORDER_FINAL_STEPS"]
 
+#: The ``method`` values of :func:`expsolver.sample`.
+METHODS = ("singlestep", "multistep", "singlestep_fixed", "adaptive", "unipc", "deis")
+#: The ``scheme`` values of :func:`expsolver.reverse_sde_sample` and their solvers.
+SDE_SCHEMES = {"euler_maruyama": EulerMaruyama, "ddpm_ancestral": DDPMAncestral}
 #: Official DPM-Solver applies ``lower_order_final`` only below this many steps (its docstring says 15).
 OFFICIAL_LOWER_ORDER_FINAL_STEPS = 10
 
@@ -29,6 +34,7 @@ def solver_from_options(method: str, order: int, solver_type: str = "dpmsolver",
     stages of singlestep methods on a grid of that type inside each step (None with an explicit grid); ``noise``
     is the noise source of an SDE algorithm type.
     """
+    method = check_choice(method, "method", METHODS)
     official = compat == "official"
     if algorithm_type in SDE_ALGORITHM_TYPES:
         return SDEDPMSolverMultistep(order, solver_type, noise, lower_order_final=lower_order_final), None

@@ -70,7 +70,7 @@ with every scheme; the tests assert them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -276,8 +276,6 @@ class SDESolverConfig:
         Variable its noise integral is taken in (a coupled :class:`~expsolver.brownian.BrownianPath` must use it).
     noise_rate : float
         Kernel rate of its noise integral.
-    make_rule : callable
-        ``make_rule(noise) -> StepRule``.
     prediction : {"data", "noise"}
         Prediction of the :class:`ReverseDiffusionSDE` it runs on.
     note : str
@@ -290,9 +288,17 @@ class SDESolverConfig:
     weak_order: float
     noise_variable: str
     noise_rate: float
-    make_rule: object = field(repr=False)
     prediction: str = "data"
     note: str = ""
+
+    def make(self, noise: NoiseSource | None = None):
+        """A new solver object of this configuration with the given noise source, built from :attr:`options` by
+        the translation :func:`expsolver.sample` and :func:`expsolver.reverse_sde_sample` use."""
+        from .options import SDE_SCHEMES, solver_from_options  # the options module imports this one
+
+        if self.entry == "reverse_sde_sample":
+            return SDE_SCHEMES[self.options["scheme"]](noise)
+        return solver_from_options(**self.options, noise=noise)[0]
 
 
 SDE_REGISTRY: dict[str, SDESolverConfig] = {}
@@ -316,18 +322,17 @@ def _register_sde_solvers():
                 options=dict(algorithm_type=algorithm_type, method="multistep", order=order, solver_type=solver_type,
                              lower_order_final=False),
                 strong_order=1.0, weak_order=float(order), noise_variable="lam", noise_rate=rate,
-                make_rule=lambda noise, k=order, st=solver_type: SDEDPMSolverMultistep(k, st, noise),
                 prediction=prediction,
                 note="the last formula of the seed notes" if (order == 1 and prediction == "data") else ""))
     _register(SDESolverConfig(
         name="Euler-Maruyama", entry="reverse_sde_sample", options=dict(scheme="euler_maruyama"),
         strong_order=1.0, weak_order=1.0, noise_variable="t", noise_rate=0.0,
-        make_rule=lambda noise: EulerMaruyama(noise), prediction="noise",
+        prediction="noise",
         note="seed eq. (7) discretised in t (the slow DDPM-style baseline)"))
     _register(SDESolverConfig(
         name="DDPM-ancestral", entry="reverse_sde_sample", options=dict(scheme="ddpm_ancestral"),
         strong_order=1.0, weak_order=1.0, noise_variable="lam", noise_rate=-1.0,
-        make_rule=lambda noise: DDPMAncestral(noise), prediction="noise",
+        prediction="noise",
         note="identical to SDE-DPM-Solver++1"))
 
 
