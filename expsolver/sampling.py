@@ -29,7 +29,7 @@ from .solvers.sde import SDE_ALGORITHM_TYPES, SDE_MAX_ORDER, ReverseDiffusionSDE
 from .solvers.unipc import UNIPC_MAX_ORDER, UNIPC_VARIANTS
 
 __all__ = ["sample", "SampleResult", "METHODS", "ALGORITHM_TYPES", "PREDICTION_OF", "COMPAT_MODES", "DEFAULT_STEPS",
-           "DEFAULT_SKIP_TYPE", "default_t_end", "sampling_grid", "NonFiniteStateError"]
+           "DEFAULT_SKIP_TYPE", "default_t_end", "sampling_grid", "check_solver_options", "NonFiniteStateError"]
 
 #: ODE algorithm type -> what the solver integrates: DPM-Solver the noise, DPM-Solver++ the data prediction.
 PREDICTION_OF = {"dpmsolver": "noise", "dpmsolver++": "data"}
@@ -199,7 +199,7 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=No
                   compat=compat, lower_order_final=lower_order_final)
     stochastic = algorithm_type in SDE_ALGORITHM_TYPES
     if solver is None:
-        opts = _check_solver_options(algorithm_type, generator, noise, **chosen)
+        opts = check_solver_options(algorithm_type, generator, noise, **chosen)
     else:
         opts = _check_solver_object(solver, stochastic, generator, noise, chosen)
     opts.update(algorithm_type=algorithm_type, model_type=model_type,
@@ -238,9 +238,10 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=No
                         intermediates=run.intermediates, n_rejected=run.n_rejected, options=opts, solver=solver)
 
 
-def _check_solver_options(algorithm_type, generator, noise, *, method, order, solver_type, variant, use_corrector,
+def check_solver_options(algorithm_type, generator, noise, *, method, order, solver_type, variant, use_corrector,
                           compat, lower_order_final) -> dict:
-    """Validate the options that choose a solver (``solver=None``); returns them resolved."""
+    """Validate the options of :func:`sample` that choose a solver (``solver=None``) as ``sample()`` does; returns
+    them resolved (the defaults filled in)."""
     method = check_choice("multistep" if method is None else method, "method", METHODS)
     solver_type = check_choice("dpmsolver" if solver_type is None else solver_type, "solver_type", SOLVER_TYPES)
     compat = check_choice(compat, "compat", COMPAT_MODES)

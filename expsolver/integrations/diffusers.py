@@ -40,7 +40,7 @@ from ..driver import check_solver
 from ..grids import SKIP_TYPES, check_grid, check_model_timesteps, explicit_grid
 from ..models import ModelWrapper
 from ..problems import DiffusionODE
-from ..sampling import PREDICTION_OF, _check_solver_options, default_t_end, sampling_grid
+from ..sampling import PREDICTION_OF, check_solver_options, default_t_end, sampling_grid
 from ..schedules import VPDiscrete
 from ..solvers.base import Step, multistep_orders
 from ..solvers.dpm_solver import DPMSolverMultistep
@@ -535,7 +535,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         if chosen["method"] == "adaptive":
             raise ValueError("method='adaptive' chooses its steps while it runs, so it cannot announce its timesteps "
                              f"to a pipeline; use one of {', '.join(map(repr, _METHODS))}")
-        resolved = _check_solver_options(algorithm_type, None, None, compat=None if self._compat == "diffusers"
+        resolved = check_solver_options(algorithm_type, None, None, compat=None if self._compat == "diffusers"
                                          else self._compat, **chosen)
         method, order = resolved["method"], resolved["order"]
         if self._compat == "diffusers":
