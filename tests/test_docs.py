@@ -128,7 +128,7 @@ EXAMPLE_PAGES = [p for p in PAGES if PYTHON_BLOCK.search(_read(p))]
 @pytest.mark.parametrize("page", EXAMPLE_PAGES)
 def test_python_examples_run(page, monkeypatch):
     """Every ```python block of a page runs, in order, in one namespace (as a reader would type them)."""
-    if page.name == "diffusers.md" and importlib.util.find_spec("diffusers") is None:
+    if os.path.basename(page) == "diffusers.md" and importlib.util.find_spec("diffusers") is None:
         pytest.skip("the diffusers page's examples need the optional diffusers extra")
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MPLBACKEND", "Agg")
