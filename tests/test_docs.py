@@ -134,7 +134,7 @@ def test_python_examples_run(page, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace = {"__name__": "__docs__"}
     for i, block in enumerate(PYTHON_BLOCK.findall(_read(page))):
-        block = SNIPPET.sub(lambda m: (ROOT / m.group(1)).read_text(), block)  # what the page shows
+        block = SNIPPET.sub(lambda m: _read(os.path.join(ROOT, m.group(1))), block)  # what the page shows
         exec(compile(block, f"{page} (python block {i + 1})", "exec"), namespace)  # noqa: S102 - the docs' code
 
 
