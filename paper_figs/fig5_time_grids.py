@@ -22,6 +22,7 @@ from expsolver import time_grid
 from ._common import GRID_SKIP_TYPES, LOF_VARIANTS, TARGET_LABELS, config_for, error_label, get_study, run_main
 
 NAME = "fig5_time_grids"
+STUDIES = ("grids_2d",)
 GRID_COLORS = {"logSNR": "#0072B2", "time_uniform": "#D55E00", "time_quadratic": "#009E73"}
 LOF_STYLES = {"always": dict(linestyle="-", marker="o"), "official": dict(linestyle="-.", marker="s"),
               "off": dict(linestyle=":", marker="^")}
