@@ -47,7 +47,8 @@ import torch
 __all__ = ["result_type", "save_result", "load_result", "try_load_result", "provenance", "library_versions",
            "atomic_write_bytes", "atomic_write_json", "atomic_output", "file_lock", "ResultFileError",
            "DamagedResultWarning", "ResultFolder", "ResultStore", "cached_reference", "DEFAULT_CACHE_DIR",
-           "to_jsonable", "from_jsonable", "fingerprint", "RESULT_FORMAT", "STORE_FORMAT", "REFERENCE_FORMAT"]
+           "to_jsonable", "from_jsonable", "fingerprint", "content_digest", "MACHINE_FIELDS", "RESULT_FORMAT",
+           "STORE_FORMAT", "REFERENCE_FORMAT"]
 
 #: Format tags written into every file (a file of another format is not trusted).
 RESULT_FORMAT = "expsolver-result/2"
@@ -248,7 +249,7 @@ def from_jsonable(value, arrays=None):
 
 def _import_study_modules() -> None:
     """Import the modules that register this package's result types (so loading works in a fresh process)."""
-    from . import global_error, local_error, order, verification, work_precision  # noqa: F401
+    from . import global_error, local_error, order, race, sde_study, verification, work_precision  # noqa: F401
 
 
 def _paths(path: str) -> tuple[str, str]:
@@ -502,6 +503,36 @@ def _fingerprint_chunks(part):
         yield f"callable {part.__module__}.{part.__qualname__}".encode()
     else:
         yield repr(part).encode()
+
+
+#: Fields that record where and how fast a result was computed, not what it is (:func:`content_digest`).
+MACHINE_FIELDS = ("provenance", "timings", "seconds", "runtime_s", "study_seconds", "optimization_time_s",
+                  "optimisation_time_s", "reference_time_s", "training_seconds")
+
+
+def content_digest(obj, ignore=MACHINE_FIELDS) -> str:
+    """SHA-256 of everything :func:`save_result` would save of ``obj`` (arrays by content, floats exactly),
+    leaving out, at any depth, the dict entries and dataclass fields named in ``ignore`` (by default
+    :data:`MACHINE_FIELDS`: provenance and timings). Equal digests mean bitwise equal results: how to check that a
+    result does not depend on where it was computed."""
+    arrays: dict = {}
+    data = to_jsonable(obj, arrays)
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ignore}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    kept = strip(data)
+    referenced = sorted(k for k in arrays if not set(_path_names(k)) & set(ignore))
+    return fingerprint(_json_digest(kept), [(k, arrays[k]) for k in referenced])
+
+
+def _path_names(path: str) -> list:
+    """The field and key names along an array's path (``root.curves[0].median`` -> root, curves, median)."""
+    return re.split(r"[.\[\]]+", path)
 
 
 _REFERENCE_CODE: list = []

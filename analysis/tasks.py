@@ -197,7 +197,7 @@ class LocalProcesses(cf.Executor):
     def terminate(self) -> None:
         """Kill the workers now and drop the queued tasks."""
         # ProcessPoolExecutor has no public way to stop running tasks (before Python 3.14).
-        processes = list(getattr(self._pool, "_processes", {}).values())
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
         for process in processes:
             process.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)
