@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -304,10 +304,11 @@ def _classical_task(target: str, solver: ClassicalSolver, n_samples: int, seed: 
 
 
 def _wp_tasks(cfg: RunConfig, target: str) -> list:
-    return [Task(f"wp_{target}/{c.name}", _classical_task,
-                 (target, ClassicalSolver(c.name, c.backend, c.method, c.parameter, tuple(c.values[:cfg.classical_scale])),
-                  cfg.global_samples, cfg.seed))
-            for c in DEFAULT_CLASSICAL]
+    tasks = []
+    for c in DEFAULT_CLASSICAL:
+        solver = ClassicalSolver(c.name, c.backend, c.method, c.parameter, tuple(c.values[:cfg.classical_scale]))
+        tasks.append(Task(f"wp_{target}/{c.name}", _classical_task, (target, solver, cfg.global_samples, cfg.seed)))
+    return tasks
 
 
 def _merge_wp(target: str, parts: list, studies: dict):
