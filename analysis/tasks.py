@@ -14,7 +14,8 @@ Executors (``executor`` argument of :func:`run_tasks` and :func:`open_executor`)
 * an int ``n > 1``: :class:`LocalProcesses`, ``n`` spawned worker processes that end with their parent; when a
   worker dies the pool is restarted and its unfinished tasks are submitted again;
 * a ``distributed.Client`` or a scheduler address such as ``"tcp://host:8786"``: Dask distributed (the optional
-  extra ``distributed``), which itself reschedules the tasks of a worker that dies;
+  extra ``distributed``), which itself reschedules the tasks of a worker that dies; workers whose source code
+  differs from this process's are refused (:func:`code_fingerprint`);
 * any other :class:`concurrent.futures.Executor`, used as it is.
 
 Every task runs with one torch intra-op thread (:func:`one_torch_thread`), in this process as in a worker, so
@@ -214,6 +215,16 @@ def _is_dask_client(obj) -> bool:
     return type(obj).__module__.startswith("distributed") and hasattr(obj, "get_executor")
 
 
+def _check_same_code(client) -> None:
+    """Refuse Dask workers whose ``expsolver`` / ``analysis`` source differs from this process's: their results
+    would be stored under keys that name this process's code."""
+    here = code_fingerprint()
+    stale = sorted(worker for worker, theirs in client.run(code_fingerprint).items() if theirs != here)
+    if stale:
+        raise RuntimeError(f"Dask workers {', '.join(stale)} run other expsolver/analysis source code than this "
+                           f"process (code fingerprint {here}); install the same version on every worker")
+
+
 @contextlib.contextmanager
 def open_executor(executor=None):
     """Context manager turning an ``executor`` specification (module docstring) into an executor, or ``None``
@@ -238,8 +249,10 @@ def open_executor(executor=None):
             raise ImportError(f"executor={executor!r} (a Dask scheduler address) needs Dask distributed: pip "
                               f"install 'expsolver[distributed]'") from None
         with Client(executor) as client:
+            _check_same_code(client)
             yield client.get_executor(pure=False)
     elif _is_dask_client(executor):
+        _check_same_code(executor)
         yield executor.get_executor(pure=False)
     elif isinstance(executor, cf.Executor):
         yield executor

@@ -15,6 +15,7 @@ import time
 import pytest
 import torch
 
+from analysis import tasks as tasks_module
 from analysis.race import RaceConfig, race_studies
 from analysis.results import ResultFolder, content_digest
 from analysis.tasks import LocalProcesses, Task, WorkerLostWarning, code_fingerprint, one_torch_thread, run_tasks
@@ -70,6 +71,12 @@ def test_dask_local_cluster_gives_the_same_bits(in_process, dask_client, tmp_pat
     assert content_digest(race_studies([SMALL_RACE], executor=dask_client)[0]) == race
     # One torch thread in every task, on every worker.
     assert run_tasks([Task(f"threads{i}", threads_in_task, (i,)) for i in range(4)], dask_client) == [1] * 4
+
+
+def test_dask_workers_with_other_code_are_refused(dask_client, monkeypatch):
+    monkeypatch.setitem(tasks_module._CODE_FINGERPRINTS, None, "0" * 16)  # as if this process ran other code
+    with pytest.raises(RuntimeError, match="run other expsolver/analysis source code"):
+        run_tasks([Task("t", threads_in_task)], dask_client)
 
 
 def test_dask_worker_killed_mid_run(in_process, dask_client, tmp_path):
