@@ -26,7 +26,7 @@ from ._common import config_for, get_study, register_study, run_main
 from .fig8_sde_strong import sde_style
 
 NAME = "fig10_dsm_model_error"
-STUDIES = ("dsm_model_error",)
+STUDIES = (NAME,)
 
 
 def _config(quick: bool) -> dict:
@@ -51,13 +51,13 @@ def train_and_study(cfg: dict, seed: int) -> dict:
     return dict(study=study, losses=np.asarray(trained.losses))
 
 
-register_study("dsm_model_error",
-               lambda run_cfg: [Task("dsm_model_error", train_and_study, (_config(run_cfg.quick), run_cfg.seed))],
+register_study(NAME,
+               lambda run_cfg: [Task(NAME, train_and_study, (_config(run_cfg.quick), run_cfg.seed))],
                lambda run_cfg, parts, studies: parts[0])
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    result = get_study("dsm_model_error", out_dir, config_for(quick, seed))
+    result = get_study(NAME, out_dir, config_for(quick, seed))
     cfg, study, losses = _config(quick), result["study"], result["losses"]
     training = study.training
 

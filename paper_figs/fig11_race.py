@@ -27,7 +27,7 @@ from ._common import TARGET_LABELS, config_for, get_study, register_study, run_m
 
 NAME = "fig11_race"
 TARGETS = ("2d", "16d")
-STUDIES = ("race",)
+STUDIES = (NAME,)
 
 
 def _run_race(cfg, out_dir, executor, store, bar, timings) -> dict:
@@ -35,7 +35,7 @@ def _run_race(cfg, out_dir, executor, store, bar, timings) -> dict:
     return dict(zip(TARGETS, race.race_studies(cfgs, executor=executor, store=store, bar=bar, timings=timings)))
 
 
-register_study("race", run=_run_race)
+register_study(NAME, run=_run_race)
 
 
 def _plot_curves(ax, study, statistic: str):
@@ -95,7 +95,7 @@ def _plot_grids(ax, study):
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    studies = get_study("race", out_dir, config_for(quick, seed))
+    studies = get_study(NAME, out_dir, config_for(quick, seed))
     plt = use_agg()
     fig, axes = plt.subplots(len(TARGETS), 3, figsize=(19, 6.2 * len(TARGETS)), constrained_layout=True,
                              gridspec_kw=dict(width_ratios=(1.2, 1.2, 0.8)))

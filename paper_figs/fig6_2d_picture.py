@@ -22,7 +22,7 @@ from expsolver import sample, time_grid
 from ._common import config_for, get_study, register_study, run_main
 
 NAME = "fig6_2d_picture"
-STUDIES = ("picture_2d",)
+STUDIES = (NAME,)
 NFE = 10
 SAMPLERS = (
     ("DDIM (= DPM-Solver-1)", "DPM-Solver-1", dict(method="multistep", order=1, algorithm_type="dpmsolver")),
@@ -48,14 +48,14 @@ def picture(n_samples: int, n_trajectories: int, seed: int) -> dict:
     return dict(x=x.numpy(), ref=ref.numpy(), traj=traj.numpy(), samplers=samplers)
 
 
-register_study("picture_2d",
-               lambda cfg: [Task("picture_2d", picture, (cfg.fig6_samples, cfg.fig6_trajectories, cfg.seed))],
+register_study(NAME,
+               lambda cfg: [Task(NAME, picture, (cfg.fig6_samples, cfg.fig6_trajectories, cfg.seed))],
                lambda cfg, parts, studies: parts[0])
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
     cfg = config_for(quick, seed)
-    data = get_study("picture_2d", out_dir, cfg)
+    data = get_study(NAME, out_dir, cfg)
     target, schedule = target_2d(), standard_schedule()
     x, x_ref, traj = data["x"], data["ref"], data["traj"]
     # Density of q_{t_end} on a grid.

@@ -23,7 +23,7 @@ from analysis.tasks import Task
 from ._common import config_for, get_study, register_study, run_main
 
 NAME = "fig8_sde_strong"
-STUDIES = ("sde_strong",)
+STUDIES = (NAME,)
 #: One colour and marker per stochastic solver, shared by figures 8-10 (noise prediction: dotted, hollow).
 SDE_STYLES = {
     "SDE-DPM-Solver++1": dict(color="#000000", marker="o"),
@@ -67,17 +67,17 @@ def _plot(ax, study, name, values, fit, linestyle=None, suffix=""):
 
 def _tasks(run_cfg) -> list:
     cfg, seed = _config(run_cfg.quick), run_cfg.seed
-    return [Task("sde_strong/wide", strong_error_study, (wide_mixture(), standard_schedule()),
+    return [Task("fig8_sde_strong/wide", strong_error_study, (wide_mixture(), standard_schedule()),
                  dict(solvers=LAM_SOLVERS + ("Euler-Maruyama",), seed=seed, target="wide_2d", **cfg["wide"])),
-            Task("sde_strong/sharp", strong_error_study, (target_2d(), standard_schedule()),
+            Task("fig8_sde_strong/sharp", strong_error_study, (target_2d(), standard_schedule()),
                  dict(solvers=SHARP_SOLVERS, seed=seed, target="2d", em_steps=(), **cfg["sharp"]))]
 
 
-register_study("sde_strong", _tasks, lambda cfg, parts, studies: dict(zip(("wide", "sharp"), parts)))
+register_study(NAME, _tasks, lambda cfg, parts, studies: dict(zip(("wide", "sharp"), parts)))
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    studies = get_study("sde_strong", out_dir, config_for(quick, seed))
+    studies = get_study(NAME, out_dir, config_for(quick, seed))
     wide, sharp = studies["wide"], studies["sharp"]
 
     plt = use_agg()

@@ -28,7 +28,7 @@ from ._common import config_for, get_study, register_study, run_main
 from .fig8_sde_strong import sde_style
 
 NAME = "fig9_sde_weak"
-STUDIES = ("sde_weak",)
+STUDIES = (NAME,)
 LAM_SOLVERS = ("SDE-DPM-Solver++1", "SDE-DPM-Solver++(2M)", "SDE-DPM-Solver++(2M)-taylor", "SDE-DPM-Solver-1",
                "SDE-DPM-Solver-2M")
 
@@ -69,17 +69,17 @@ def _plot_mc(ax, study, name, q, suffix="", marker=None):
 
 def _tasks(run_cfg) -> list:
     cfg, solvers = _config(run_cfg.quick), LAM_SOLVERS + ("Euler-Maruyama",)
-    return [Task("sde_weak/gaussian", gaussian_weak_errors, (gaussian_target(), standard_schedule()),
+    return [Task("fig9_sde_weak/gaussian", gaussian_weak_errors, (gaussian_target(), standard_schedule()),
                  dict(solvers=solvers, **cfg["gauss"])),
-            Task("sde_weak/mixture", weak_error_study, (wide_mixture(), standard_schedule()),
+            Task("fig9_sde_weak/mixture", weak_error_study, (wide_mixture(), standard_schedule()),
                  dict(solvers=solvers, seed=run_cfg.seed, target="wide_2d", **cfg["mc"]))]
 
 
-register_study("sde_weak", _tasks, lambda cfg, parts, studies: dict(zip(("gaussian", "mixture"), parts)))
+register_study(NAME, _tasks, lambda cfg, parts, studies: dict(zip(("gaussian", "mixture"), parts)))
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    studies = get_study("sde_weak", out_dir, config_for(quick, seed))
+    studies = get_study(NAME, out_dir, config_for(quick, seed))
     gauss, mc = studies["gaussian"], studies["mixture"]
 
     plt = use_agg()
