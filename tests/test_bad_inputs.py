@@ -108,8 +108,6 @@ def _xfail(reason):
 
 XFAIL_PROBLEMS = _xfail("expsolver/problems.py: BernoulliETDProblem converts L with torch.as_tensor unchecked")
 XFAIL_ABSTRACT = _xfail("expsolver/problems.py: SemiLinearProblem does not declare its methods abstract")
-XFAIL_INTEGRATE = _xfail("expsolver.integrate does not check that problem is a SemiLinearProblem")
-
 P = pytest.param
 BAD_INPUTS = [
     # -- schedules ---------------------------------------------------------------------------------------------
@@ -418,7 +416,7 @@ BAD_INPUTS = [
     P(lambda: DEISMultistep(2, n_nodes=0), ValueError, "n_nodes", id="rule-deis-n-nodes"),
     P(lambda: SDEDPMSolverMultistep(3), ValueError, "order", id="rule-sde-order-3"),
     P(lambda: SDEDPMSolverMultistep(1, noise="gaussian"), TypeError, "noise", id="rule-sde-noise-str"),
-    P(_integrate_problem_str, TypeError, "problem", id="integrate-problem-str", marks=XFAIL_INTEGRATE),
+    P(_integrate_problem_str, TypeError, "problem", id="integrate-problem-str"),
     # -- denoising score matching --------------------------------------------------------------------------------
     P(lambda: dsm_loss(MODEL, LIN, np.zeros((10, 2))), TypeError, "data must", id="dsm-data-numpy"),
     P(lambda: dsm_loss(MODEL, LIN, _with(torch.zeros(10, 2, **F64), 3, 0, math.nan)), ValueError, "data contains",
