@@ -48,6 +48,18 @@ def digests(studies: dict) -> dict:
     return {name: content_digest(study) for name, study in studies.items()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reference_cache(tmp_path_factory):
+    """A reference cache of this module's own, for this process and every worker it starts."""
+    old = os.environ.get("EXPSOLVER_CACHE_DIR")
+    os.environ["EXPSOLVER_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        del os.environ["EXPSOLVER_CACHE_DIR"]
+    else:
+        os.environ["EXPSOLVER_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
     """The reduced figure studies and the small race, computed in this process: what every executor must give."""
