@@ -12,8 +12,13 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    16-D four-component full-covariance mixture of :func:`analysis.targets.target_16d`, 10,000 samples, 20 steps,
    DPM-Solver++ (data prediction) multistep order 3 and singlestep (DPM-Solver-fast) order 3, float64 and float32,
    the linear schedule and a discrete one (1000 betas ``linspace(1e-4, 0.02)``), 1 thread and all cores.
-   Reference point (issue #7): the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
-   its own work in float64 at one thread.
+   Reference point: the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
+   its own work in float64 at one thread. The same cells also time the model-buffer protections
+   (:class:`expsolver.models.ModelGuard`, part of the sampler's own work) on their own: the guard's work for the
+   run's calls as a well-behaved model costs it (the initial state copied once; per call the input's version
+   counter read twice and the output's reference and storage counts checked), and the one state copy per call
+   that a model sharing its buffers costs on top, each as a fraction of model time (target: protections under
+   :data:`TARGET_PROTECTION` of model time).
 2. **Oracle throughput.** Exact eps evaluations per second at one time for the whole batch (what samplers pass)
    for a few ``(N, d, K)`` up to ``100,000 x 64 x 16``, against :func:`naive_eps`, a straightforward
    per-component implementation written here as the baseline (one Cholesky factorisation and solve per component
@@ -52,17 +57,20 @@ import numpy as np
 import torch
 
 from expsolver import GaussianMixture, VPDiscrete, VPLinear, reference_solve, sample
+from expsolver.models import ModelGuard
 
 from .results import provenance, result_type, save_result
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "OverheadRow", "OracleRow", "ReferenceRow", "DefaultReferenceCheck",
            "EndToEndRow", "config_for", "run_benchmark", "naive_eps", "machine_info", "markdown", "main",
-           "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD"]
+           "protection_times", "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD", "TARGET_PROTECTION"]
 
-#: Fraction of model time the official implementation spends on its own work (issue #7; float64, 1 thread).
+#: Fraction of model time the official implementation spends on its own work (float64, 1 thread).
 OFFICIAL_OVERHEAD = {"linear": 0.07, "discrete": 0.23}
-#: The acceptance target of issue #7 for float64 (linear and discrete schedules).
+#: The overhead target for float64 (linear and discrete schedules).
 TARGET_OVERHEAD = 0.05
+#: Largest fraction of model time the model-buffer protections may cost (float64, 1 thread).
+TARGET_PROTECTION = 0.01
 ACCURACY = 1e-9
 REFERENCE_NFE_BUDGET = 600
 DISCRETE_BETAS = (1e-4, 0.02, 1000)  # np.linspace arguments
@@ -145,6 +153,12 @@ class OverheadRow:
     oracle_times: list = field(default_factory=list)
     sample_cpu_times: list = field(default_factory=list)
     oracle_cpu_times: list = field(default_factory=list)
+    protection_s: float = math.nan  # the model-buffer protections for these calls (median wall time)
+    protection_ratio: float = math.nan  # protection_s / oracle_s
+    copy_s: float = math.nan  # one state copy per call: the extra price of a model that shares its buffers
+    copy_ratio: float = math.nan  # copy_s / oracle_s
+    protection_times: list = field(default_factory=list)
+    copy_times: list = field(default_factory=list)
 
 
 @result_type
@@ -316,6 +330,34 @@ def _wall_and_cpu(fn) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def protection_times(calls: list, history: int = 3) -> tuple[float, float]:
+    """Wall times of the model-buffer protections for the recorded model inputs ``calls`` (``[(x, t), ...]``).
+
+    Returns ``(guard_s, copy_s)``: ``guard_s`` runs :class:`expsolver.models.ModelGuard` exactly as
+    :class:`expsolver.models.ModelWrapper` does around each call, for a model that returns a new tensor (the
+    first input copied; the input's version counter read before and after every call; every output kept, its
+    reference and storage counts checked and its memory compared with the ``history`` outputs still held, as a
+    multistep history holds them). ``copy_s`` is one copy of the state per call, what a model that returns a
+    buffer it keeps or modifies its input costs on top. The outputs are allocated before the clock starts."""
+    where = lambda: "in the benchmark"  # noqa: E731 - only for error messages
+    outputs = [torch.empty_like(x) for x, _ in reversed(calls)]
+    guard, held = ModelGuard(), []
+    start = time.perf_counter()
+    for x, _ in calls:
+        x_in, version = guard.model_input(x)
+        guard.check_input(x, x_in, version, where)
+        out = outputs.pop()  # now held by this local only, as a model's fresh output
+        held.append(guard.keep(out, x, where))
+        del held[:-history]
+    guard_s = time.perf_counter() - start
+    if guard.output_copies:
+        raise RuntimeError(f"the protections copied {guard.output_copies} fresh outputs: not the timed path")
+    start = time.perf_counter()
+    for x, _ in calls:
+        x.clone()
+    return guard_s, time.perf_counter() - start
+
+
 def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method: str, options: dict,
                   dtype: torch.dtype, threads: int, n: int, steps: int, repeats: int, seed: int) -> OverheadRow:
     """One cell of section 1 (see the module docstring)."""
@@ -340,22 +382,29 @@ def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method
 
         run_sampler()
         run_oracle()  # warm-up (parameter caches, workspaces, allocator)
-        sample_times, oracle_times, sample_cpu, oracle_cpu = [], [], [], []
-        for _ in range(repeats):  # alternate, so that a change of machine load affects both
+        protection_times(calls)
+        sample_times, oracle_times, sample_cpu, oracle_cpu, guard_times, copy_times = [], [], [], [], [], []
+        for _ in range(repeats):  # alternate, so that a change of machine load affects all
             wall, cpu = _wall_and_cpu(run_sampler)
             sample_times.append(wall)
             sample_cpu.append(cpu)
             wall, cpu = _wall_and_cpu(run_oracle)
             oracle_times.append(wall)
             oracle_cpu.append(cpu)
+            guard_s, copy_s = protection_times(calls)
+            guard_times.append(guard_s)
+            copy_times.append(copy_s)
     sample_s, oracle_s = _median(sample_times), _median(oracle_times)
+    guard_s, copy_s = _median(guard_times), _median(copy_times)
     return OverheadRow(schedule=schedule_name, method=method, options=dict(options),
                        dtype=str(dtype).replace("torch.", ""),
                        threads=threads, n=n, d=mixture.d, K=mixture.K, steps=steps, nfe=result.nfe,
                        sample_s=sample_s, oracle_s=oracle_s, ratio=sample_s / oracle_s,
                        cpu_ratio=_median(sample_cpu) / max(_median(oracle_cpu), 1e-12),
                        overhead_per_nfe_us=1e6 * sample_s / result.nfe, sample_times=sample_times,
-                       oracle_times=oracle_times, sample_cpu_times=sample_cpu, oracle_cpu_times=oracle_cpu)
+                       oracle_times=oracle_times, sample_cpu_times=sample_cpu, oracle_cpu_times=oracle_cpu,
+                       protection_s=guard_s, protection_ratio=guard_s / oracle_s, copy_s=copy_s,
+                       copy_ratio=copy_s / oracle_s, protection_times=guard_times, copy_times=copy_times)
 
 
 def overhead_section(cfg: BenchmarkConfig, progress=print) -> list:
@@ -368,7 +417,7 @@ def overhead_section(cfg: BenchmarkConfig, progress=print) -> list:
                     row = overhead_case(mixture, schedule, schedule_name, method, options, getattr(torch, dtype_name),
                                         threads, cfg.overhead_samples, cfg.overhead_steps, cfg.repeats, cfg.seed)
                     progress(f"  overhead {schedule_name:8s} {method:10s} {dtype_name} threads={threads}: "
-                             f"{100 * row.ratio:.1f} %")
+                             f"{100 * row.ratio:.1f} % (protections {100 * row.protection_ratio:.2f} %)")
                     rows.append(row)
     return rows
 
@@ -628,6 +677,9 @@ def _notes(overhead, checks) -> list:
         if row.dtype == "float64" and row.threads == 1 and row.ratio > TARGET_OVERHEAD:
             notes.append(f"overhead above the {100 * TARGET_OVERHEAD:g} % target: {row.schedule} {row.method} "
                          f"float64 1 thread ({100 * row.ratio:.1f} %)")
+        if row.dtype == "float64" and row.threads == 1 and row.protection_ratio > TARGET_PROTECTION:
+            notes.append(f"model-buffer protections above the {100 * TARGET_PROTECTION:g} % target: {row.schedule} "
+                         f"{row.method} float64 1 thread ({100 * row.protection_ratio:.2f} %)")
     for check in checks:
         if not check.ok:
             notes.append(f"default reference on {check.target}: {check.nfe} RHS, error {check.error:.2e} "
@@ -643,16 +695,20 @@ def markdown(result: BenchmarkResult) -> str:
         lines += ["## 1. Solver overhead (sample() with a zero-cost model / the same oracle calls)", "",
                   f"n = {result.overhead[0].n}, d = {result.overhead[0].d}, K = {result.overhead[0].K}, "
                   f"{result.overhead[0].steps} steps, DPM-Solver++ order 3; median of {result.config.repeats}. "
-                  f"Official implementation (issue #7, float64, 1 thread): linear "
+                  f"Official implementation (float64, 1 thread): linear "
                   f"{100 * OFFICIAL_OVERHEAD['linear']:g} %, discrete {100 * OFFICIAL_OVERHEAD['discrete']:g} %.", "",
-                  "Overhead = sampler / oracle wall time (medians); CPU = the same ratio of process CPU times.", "",
+                  "Overhead = sampler / oracle wall time (medians); CPU = the same ratio of process CPU times. "
+                  "Protections = the model-buffer protections alone (part of the sampler's time) / oracle time; "
+                  "copies = one state copy per call (the extra price of a model that shares its buffers) / oracle "
+                  f"time. Target for the protections: under {100 * TARGET_PROTECTION:g} %.", "",
                   "| schedule | method | dtype | threads | NFE | sampler (ms) | oracle (ms) | overhead | CPU | "
-                  "per NFE (us) |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "per NFE (us) | protections | copies |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result.overhead:
             lines.append(f"| {r.schedule} | {r.method} | {r.dtype} | {r.threads} | {r.nfe} | {1e3 * r.sample_s:.2f} | "
                          f"{1e3 * r.oracle_s:.1f} | {100 * r.ratio:.1f} % | {100 * r.cpu_ratio:.1f} % | "
-                         f"{r.overhead_per_nfe_us:.0f} |")
+                         f"{r.overhead_per_nfe_us:.0f} | {100 * r.protection_ratio:.3f} % | "
+                         f"{100 * r.copy_ratio:.2f} % |")
         lines.append("")
     if result.oracle:
         lines += ["## 2. Exact-oracle throughput (eps evaluations per second, float64, one time per batch)", "",

@@ -27,7 +27,7 @@ import torch
 from expsolver import REGISTRY
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
-from expsolver.sample import PREDICTION_OF
+from expsolver.sampling import PREDICTION_OF
 from expsolver.solvers import Step
 
 from .order import OrderFit, fit_order
@@ -105,8 +105,9 @@ class LocalErrorStudy:
 
 
 def _history_length(rule) -> int:
-    """Number of model values a multistep rule (one with ``update``) uses, ``rule.order``; 0 for a singlestep rule."""
-    return int(rule.order) if hasattr(rule, "update") else 0
+    """Number of model values a multistep rule (one with ``update``) uses, ``rule.steps_order``; 0 for a singlestep
+    rule."""
+    return int(rule.steps_order) if hasattr(rule, "update") else 0
 
 
 def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-math.inf, math.inf),
@@ -115,7 +116,7 @@ def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-ma
 
     ``state_at(lam)`` returns the reference states at ``lam`` (``lam_s``, ``lam_s + h`` and, for a multistep rule
     of order ``k``, ``lam_s - j h`` for ``j < k``). A singlestep rule takes the step with ``rule.step``; a multistep
-    rule (one with an ``update`` method, using ``rule.order`` values) with ``rule.update`` and the exact history
+    rule (one with an ``update`` method, using ``rule.steps_order`` values) with ``rule.update`` and the exact history
     ``[(lam_s - j h, N(x_ref(lam_s - j h)))]``, so its error is the local truncation error alone. Steps whose end
     or history would leave the open interval ``lam_range`` are skipped. ``nonlinear(lam)`` (optional) supplies
     ``N`` at the history points (e.g. from a cache).
@@ -133,7 +134,7 @@ def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-ma
         h = float(h)
         if lam_s + h >= lam_hi or (n_hist > 1 and lam_s - (n_hist - 1) * h <= lam_lo):
             continue
-        step = Step(0, s, schedule.lam_inverse_float(lam_s + h), int(rule.order))
+        step = Step(0, s, schedule.lam_inverse_float(lam_s + h), rule.steps_order)
         with torch.no_grad():
             if n_hist == 0:
                 x1 = rule.step(problem, state_at(lam_s), step, rule.init(problem, state_at(lam_s)))
@@ -216,7 +217,7 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
     skipped = {}
     for name in names:
         config = REGISTRY[name]
-        rule = config.make_rule()
+        rule = config.make()
         if config.kind != "singlestep" and not hasattr(rule, "update"):
             skipped[name] = f"kind {config.kind!r} without update(problem, x, step, history)"
             continue

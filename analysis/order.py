@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from expsolver._validation import as_real_array, check_float
+
 from .results import result_type
 
 __all__ = ["OrderFit", "fit_order", "t_quantile", "t_quantile_975", "t_tail"]
@@ -257,15 +259,15 @@ def fit_order(step_sizes, errors, *, min_points: int = 3, expected: float | None
     Raises
     ------
     TypeError
-        Unknown keyword.
+        Unknown keyword; ``step_sizes``, ``errors`` or ``expected`` not real numbers (strings, complex, None).
     ValueError
         Shapes differ or are not 1-D; step sizes not finite, not positive or repeated; ``min_points < 3``;
         non-positive tolerances.
     """
     if kwargs:
         raise TypeError(f"fit_order() got unexpected keyword argument(s) {', '.join(map(repr, sorted(kwargs)))}")
-    h = np.asarray(step_sizes, dtype=np.float64)
-    e = np.asarray(errors, dtype=np.float64)
+    h = as_real_array(step_sizes, "step_sizes")
+    e = as_real_array(errors, "errors")
     if h.ndim != 1 or e.ndim != 1 or h.shape != e.shape:
         raise ValueError(f"step_sizes and errors must be 1-D of equal length, got shapes {h.shape} and {e.shape}")
     if not np.all(np.isfinite(h)) or np.any(h <= 0):
@@ -278,6 +280,8 @@ def fit_order(step_sizes, errors, *, min_points: int = 3, expected: float | None
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if floor is not None and not (isinstance(floor, (int, float)) and floor >= 0):
         raise ValueError(f"floor must be None or a number >= 0, got {floor!r}")
+    if expected is not None:
+        check_float(expected, "expected")
     order = np.argsort(h)
     h, e = h[order], e[order]
     if np.any(np.diff(h) <= 0):

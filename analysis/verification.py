@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from expsolver import REGISTRY, VPLinear, integrate, sample
+from expsolver import REGISTRY, VPLinear, integrate, sample, time_grid
+from expsolver.driver import check_solver
 from expsolver._validation import check_int
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
-from expsolver.sample import plan_steps
 
 from .local_error import ALGORITHM_TYPES, PREDICTION_OF, one_step_errors
 from .order import OrderFit, fit_order
@@ -226,67 +226,73 @@ def _config(name: str):
     return REGISTRY[name]
 
 
+def _solver(solver):
+    """``(label, solver object)`` of a registry name or a solver object (the protocol of
+    :class:`expsolver.Solver`)."""
+    if isinstance(solver, str):
+        return solver, _config(solver).make()
+    return repr(check_solver(solver)), solver
+
+
 def _check_algorithm_type(algorithm_type: str) -> None:
     if algorithm_type not in PREDICTION_OF:
         raise ValueError(f"algorithm_type must be one of {ALGORITHM_TYPES}, got {algorithm_type!r}")
 
 
-def measure_local_order(vp: VerificationProblem, name: str, algorithm_type: str) -> OrderMeasurement:
+def measure_local_order(vp: VerificationProblem, solver, algorithm_type: str) -> OrderMeasurement:
     """One step of every size in :data:`LOCAL_HS` from the exact state at ``lam_s = 0`` (module docstring), by
-    :func:`analysis.local_error.one_step_errors`."""
-    config = _config(name)
+    :func:`analysis.local_error.one_step_errors`. ``solver``: a registry name or a solver object."""
+    name, rule = _solver(solver)
     _check_algorithm_type(algorithm_type)
-    rule = config.make_rule()
     problem = vp.problem(algorithm_type)
     hs, errors = one_step_errors(rule, problem, vp.local_state, LAM_S, LOCAL_HS)
     medians = [float(np.median(e)) for e in errors]
-    fit = fit_order(hs, medians, expected=config.order + 1, floor=LOCAL_FLOOR / 10)
+    fit = fit_order(hs, medians, expected=rule.order + 1, floor=LOCAL_FLOOR / 10)
     return OrderMeasurement(solver=name, algorithm_type=algorithm_type, kind="local", start="exact",
                             hs=np.array(hs), errors=np.array(medians), nfe=np.array([problem.nfe]), fit=fit,
-                            expected=config.order + 1)
+                            expected=rule.order + 1)
 
 
-def _multistep_from_exact_start(vp: VerificationProblem, config, algorithm_type: str, n: int):
+def _multistep_from_exact_start(vp: VerificationProblem, rule, algorithm_type: str, n: int):
     """The multistep path with exact starting values: the rule's own steps run from the reference states at the
     first ``order - 1`` grid points (filling its history with exact model values), then from its own states.
     Returns ``(x_end, nfe)``."""
-    k = config.options["order"]
-    plan = plan_steps("multistep", vp.schedule, n, k, "logSNR", T_START, T_END, False, None)
+    plan = rule.plan(time_grid(vp.schedule, "logSNR", T_START, T_END, n))
+    k = rule.steps_order
     exact = vp.start_states([plan[0].s] + [st.t for st in plan[: k - 1]])
     problem = vp.problem(algorithm_type)
-    rule = config.make_rule()
     state = rule.init(problem, vp.x)
     for i in range(k - 1):
         rule.step(problem, exact[i], plan[i], state)  # fills the history; the result is replaced by exact[i + 1]
-    return integrate(problem, rule, plan[k - 1:], exact[k - 1], state=state), problem.nfe
+    return integrate(problem, rule, exact[k - 1], plan[k - 1:], state=state).x, problem.nfe
 
 
-def measure_global_order(vp: VerificationProblem, name: str, algorithm_type: str,
+def measure_global_order(vp: VerificationProblem, solver, algorithm_type: str,
                          start: str = "exact") -> OrderMeasurement:
     """Whole paths on logSNR grids of :data:`GLOBAL_STEPS` steps until the error reaches :data:`GLOBAL_FLOOR`
-    (module docstring). ``start``: "exact" starting values of a multistep rule, or the driver's "warm-up"."""
-    config = _config(name)
+    (module docstring). ``solver``: a registry name or a solver object; ``start``: "exact" starting values of a
+    multistep rule, or the driver's "warm-up"."""
+    name, rule = _solver(solver)
     _check_algorithm_type(algorithm_type)
     if start not in ("exact", "warm-up"):
         raise ValueError(f"start must be 'exact' or 'warm-up', got {start!r}")
     hs, errors, nfes = [], [], []
     for n in GLOBAL_STEPS:
-        if config.kind == "multistep" and start == "exact":
-            x_end, nfe = _multistep_from_exact_start(vp, config, algorithm_type, n)
+        if rule.carries_history and start == "exact":
+            x_end, nfe = _multistep_from_exact_start(vp, rule, algorithm_type, n)
         else:
-            steps = n * config.options["order"] if config.kind == "singlestep" else n
-            result = sample(vp.model, vp.schedule, vp.x, steps=steps, t_start=T_START, t_end=T_END,
-                            skip_type="logSNR", algorithm_type=algorithm_type, **config.options)
+            result = sample(vp.model, vp.schedule, vp.x, steps=n, t_start=T_START, t_end=T_END, skip_type="logSNR",
+                            algorithm_type=algorithm_type, solver=rule)
             x_end, nfe = result.x, result.nfe
         hs.append(vp.span / n)
         errors.append(_median_error(x_end, vp.global_reference))
         nfes.append(nfe)
         if errors[-1] < GLOBAL_FLOOR:
             break
-    fit = fit_order(hs, errors, expected=config.order, floor=GLOBAL_FLOOR / 10)
+    fit = fit_order(hs, errors, expected=rule.order, floor=GLOBAL_FLOOR / 10)
     return OrderMeasurement(solver=name, algorithm_type=algorithm_type, kind="global", start=start,
                             hs=np.array(hs), errors=np.array(errors), nfe=np.array(nfes), fit=fit,
-                            expected=config.order)
+                            expected=rule.order)
 
 
 def verify_orders(names=None, algorithm_types=ALGORITHM_TYPES, *, warm_up=WARM_UP_SOLVERS,

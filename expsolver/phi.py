@@ -28,6 +28,8 @@ _SERIES_RADIUS = 2.0
 _SERIES_TERMS = 30
 # 1/j! for every j the series and the recurrence use (exactly the values 1.0 / math.factorial(j) would give).
 _INV_FACTORIAL = tuple(1.0 / math.factorial(j) for j in range(_SERIES_TERMS + 16))
+# Largest z with e^z finite in float64 (math.exp raises OverflowError above it).
+_MAX_EXP_ARGUMENT = math.log(torch.finfo(torch.float64).max)
 
 
 def phis(max_k: int, z):
@@ -40,30 +42,63 @@ def phis(max_k: int, z):
     z : float or torch.Tensor
         Argument. A Python float gives Python floats (computed in float64); a tensor gives tensors of the same
         shape, dtype and device (computed in float64 where the device supports it).
+
+    Raises
+    ------
+    TypeError
+        ``max_k`` not an int; ``z`` not a real number or a floating-point tensor.
+    ValueError
+        ``max_k < 0``; ``z`` (or an entry of it) NaN or infinite; a meta tensor.
+    OverflowError
+        A value is too large for the result's dtype: ``e^z`` overflows float64 for ``z`` above
+        ``log(DBL_MAX) ~ 709.78`` (float32 tensors: above ``~88.72``). The float and the tensor paths agree.
     """
-    if type(max_k) is not int:  # the common case costs one comparison (this runs every step)
-        if isinstance(max_k, bool) or not hasattr(max_k, "__index__"):
-            raise TypeError(f"max_k must be an int, got {type(max_k).__name__} ({max_k!r})")
-        max_k = max_k.__index__()  # numpy integers
-    if max_k < 0:
-        raise ValueError(f"max_k must be >= 0, got {max_k!r}")
+    return _phis(_check_index(max_k, "max_k"), z)
+
+
+def phi(k: int, z):
+    """Return ``phi_k(z)`` (see :func:`phis`; the same errors, naming ``k``)."""
+    return _phis(_check_index(k, "k"), z)[-1]
+
+
+def _check_index(k, name: str) -> int:
+    if type(k) is not int:  # the common case costs one comparison (this runs every step)
+        if isinstance(k, bool) or not hasattr(k, "__index__"):
+            raise TypeError(f"{name} must be an int, got {type(k).__name__} ({k!r})")
+        k = k.__index__()  # numpy integers
+    if k < 0:
+        raise ValueError(f"{name} must be >= 0, got {k!r}")
+    return k
+
+
+def _phis(max_k: int, z):
     if isinstance(z, torch.Tensor):
         if not z.is_floating_point():
             # An integer tensor would get its phi-values truncated back to integers.
             raise TypeError(f"z must be a float or a floating-point tensor, got a tensor of dtype {z.dtype}")
-        z64 = z.to(torch.float64)
-        return [v.to(z.dtype) for v in _phis_tensor(max_k, z64)]
+        if z.device.type == "meta":
+            raise ValueError("z is a meta tensor (shape and dtype only, no values); pass a tensor that holds data")
+        values = [v.to(z.dtype) for v in _phis_tensor(max_k, z.to(torch.float64))]
+        # One host read for both checks: every value is finite exactly when z is finite and nothing overflowed.
+        if not bool(torch.stack([torch.isfinite(v.detach()).all() for v in values]).all()):
+            if not bool(torch.isfinite(z.detach()).all()):
+                raise ValueError("z must be finite, got a tensor with NaN or Inf entries")
+            raise OverflowError(_overflow_message(float(z.detach().max()), z.dtype))
+        return values
     if isinstance(z, (int, float)) and not isinstance(z, bool):
         z = float(z)
         if not math.isfinite(z):
             raise ValueError(f"z must be finite, got {z!r}")
+        if z > _MAX_EXP_ARGUMENT:
+            raise OverflowError(_overflow_message(z, torch.float64))
         return list(_phis_float(max_k, z))
     raise TypeError(f"z must be a float or a torch.Tensor, got {type(z).__name__}")
 
 
-def phi(k: int, z):
-    """Return ``phi_k(z)`` (see :func:`phis`)."""
-    return phis(k, z)[k]
+def _overflow_message(z_max: float, dtype: torch.dtype) -> str:
+    limit = math.log(torch.finfo(dtype).max)
+    return (f"z={z_max!r} is too large: phi_0(z) = e^z overflows {str(dtype).replace('torch.', '')} for "
+            f"z > {limit:.6g} (the phi-functions grow like e^z / z^k)")
 
 
 def _phis_tensor(max_k: int, z: torch.Tensor) -> list[torch.Tensor]:

@@ -34,7 +34,7 @@ from .models import ModelWrapper
 from .schedules import VPSchedule
 from .phi import phis
 
-__all__ = ["StepCoefficients", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "PREDICTIONS"]
+__all__ = ["StepCoefficients", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "PREDICTIONS", "combine"]
 
 PREDICTIONS = ("noise", "data")
 
@@ -164,8 +164,10 @@ class DiffusionODE(SemiLinearProblem):
         t = self._query_times.get(t, t)
         _, _, alpha, sigma = self.point(t)
         if self.prediction == "noise":
-            return self.model.eps(x, t, alpha, sigma)
-        return self.model.data(x, t, alpha, sigma, pool=self._pool)
+            self.latest = self.model.eps(x, t, alpha, sigma)
+        else:
+            self.latest = self.model.data(x, t, alpha, sigma, pool=self._pool)
+        return self.latest  # also what the driver's callback reports as the prediction
 
     def coefficients(self, s: float, t: float) -> StepCoefficients:
         lam_s, log_alpha_s, _, sigma_s = self.point(s)

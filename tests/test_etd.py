@@ -2,7 +2,7 @@
 
 ``BernoulliETDProblem``: ``dx/dt = L x + c x^2`` with diagonal ``L = (-0.5, -5, -50)`` (stiff: ``|L| h`` up to 12.5)
 in ``rho = t``, exact solution known. The DPM-Solver, UniPC and DEIS step rules run unchanged through the
-driver's loop :func:`expsolver.sample.integrate` with a plan of increasing times: exponential Euler
+driver's loop :func:`expsolver.integrate` with a plan of increasing times: exponential Euler
 (DPM-Solver-1), ETD Runge-Kutta 2 (DPM-Solver-2 "taylor", Cox & Matthews' ETD2RK for ``r = 1``), exponential
 Adams 2-4 (DPM-Solver-kM, "corrected"), DEIS (identical to exponential Adams here), UniP-p and UniPC-p. Global
 error at ``T = 1`` (max over components) for ``N = 4 .. 256`` steps; the slope of log error against log h over
@@ -17,8 +17,8 @@ import torch
 
 from analysis.order import fit_order
 from expsolver.problems import BernoulliETDProblem
-from expsolver.sample import integrate
-from expsolver.solvers import DEISMultistep, DPMSolverMultistep, DPMSolverSinglestep, Step, StepRule, UniPC
+from expsolver import integrate
+from expsolver.solvers import DEISMultistep, DPMSolverMultistep, DPMSolverSinglestep, Solver, Step, UniPC
 
 TOL = 0.15
 T = 1.0
@@ -34,7 +34,7 @@ def problem():
 X0 = torch.tensor([[0.3, 1.0, 2.0]], dtype=torch.float64)
 
 
-class _ExactHistory(StepRule):
+class _ExactHistory(Solver):
     """A multistep rule whose history starts with exact values (the driver's loop is unchanged)."""
 
     def __init__(self, rule, history):
@@ -64,7 +64,7 @@ def _global_errors(problem, make_rule, k, multistep, r=()):
             history = [(float(ts[j]), problem.nonlinear(problem.exact(X0, 0.0, float(ts[j])), float(ts[j])))
                        for j in range(k - 1)]
             rule = _ExactHistory(rule, history)
-        x = integrate(problem, rule, plan, problem.exact(X0, 0.0, float(ts[start])))
+        x = integrate(problem, rule, problem.exact(X0, 0.0, float(ts[start])), plan).x
         hs.append(T / n)
         errors.append(float((x - exact_end).abs().max()))
     return hs, errors
@@ -102,6 +102,6 @@ def test_exponential_euler_is_exact_for_linear_problem():
     x0 = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
     ts = np.linspace(0.0, T, 5)
     for rule in (DPMSolverSinglestep(1), UniPC(2, "bh1", True), DEISMultistep(2)):
-        plan = [Step(i, float(ts[i]), float(ts[i + 1]), min(rule.order, i + 1)) for i in range(4)]
-        x = integrate(problem, rule, plan, x0)
+        plan = [Step(i, float(ts[i]), float(ts[i + 1]), min(rule.steps_order, i + 1)) for i in range(4)]
+        x = integrate(problem, rule, x0, plan).x
         assert torch.allclose(x, problem.exact(x0, 0.0, T), rtol=1e-14, atol=0)
