@@ -176,7 +176,8 @@ class LocalProcesses(cf.Executor):
     """``n_workers`` local worker processes (a spawned :class:`concurrent.futures.ProcessPoolExecutor`).
 
     Each worker uses one torch thread and exits within a fraction of a second when its parent process is gone,
-    even after a ``SIGKILL`` of the parent. :meth:`restart` replaces a pool broken by a dead worker;
+    even after a ``SIGKILL`` of the parent (a worker still starting up, importing torch, exits as soon as it is
+    up). :meth:`restart` replaces a pool broken by a dead worker;
     :meth:`terminate` kills the workers at once (an interrupted run).
     """
 
