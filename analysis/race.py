@@ -33,6 +33,10 @@ trajectories pass near the saddle between two modes) and its median.
 * **Population estimate**: since 1,000 or 5,000 states hold only a few of the mode-switching states that carry the
   RMS, the acceptance grids and the best official configuration (the full sweep again) are also measured on
   ``n_population`` (30,000) further independent states.
+* **Execution**: every standard-grid curve, best-official search, grid optimisation, switch analysis and
+  population estimate is an independent task (:func:`race_studies`), run in this process, on local worker
+  processes or on a Dask cluster with the same results, bitwise; ``python -m analysis.race [--size reduced]
+  [--jobs N]`` runs the race and prints its wall time (:func:`main`).
 """
 
 from __future__ import annotations
