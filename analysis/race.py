@@ -33,6 +33,10 @@ trajectories pass near the saddle between two modes) and its median.
 * **Population estimate**: since 1,000 or 5,000 states hold only a few of the mode-switching states that carry the
   RMS, the acceptance grids and the best official configuration (the full sweep again) are also measured on
   ``n_population`` (30,000) further independent states.
+* **Execution**: every standard-grid curve, best-official search, grid optimisation, switch analysis and
+  population estimate is an independent task (:func:`race_studies`), run in this process, on local worker
+  processes or on a Dask cluster with the same results, bitwise; ``python -m analysis.race [--size reduced]
+  [--jobs N]`` runs the race and prints its wall time (:func:`main`).
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ RACE_SIZES = ("full", "reduced", "quick")
 def race_config(target: str, size: str = "full") -> RaceConfig:
     """The race of the figure (``"full"``), a smaller one of about 20 tasks per target to compare wall times
     with different numbers of workers (``"reduced"``: 4 solvers, grids optimised at NFE 10 and 20 on 4,000 pool
-    states, no population estimate), or a smoke run (``"quick"``)."""
+    states and three strata, no population estimate), or a smoke run (``"quick"``)."""
     if size == "quick":
         return RaceConfig(target=target, n_pool=500, n_test=100, n_holdout=150, nfes=(6, 10), optimise_nfes=(10,),
                           official_nfes=(10,), lineup=("DDIM", "UniPC-3-bh1"), optimised=("UniPC-3-bh1",),
@@ -135,8 +139,8 @@ def race_config(target: str, size: str = "full") -> RaceConfig:
                           optimise_nfes=(10, 20), official_nfes=(10, 20),
                           lineup=("DDIM", "DPM-Solver++(2M)", "UniPC-2-bh2", "UniPC-3-bh1"),
                           optimised=("DPM-Solver++(2M)", "UniPC-2-bh2", "UniPC-3-bh1"), shifted=("UniPC-2-bh2",),
-                          n_train=512, max_iter_nfe=600, n_validation=2048, n_starts=2, n_bootstrap=500,
-                          official_methods=("multistep",), n_population=0, boundary_perturbations=8)
+                          n_train=512, strata=(0.5, 0.9, 0.99), max_iter_nfe=600, n_validation=2048, n_starts=2,
+                          n_bootstrap=500, official_methods=("multistep",), n_population=0, boundary_perturbations=8)
     if size == "full":
         return RaceConfig(target=target)
     raise ValueError(f"size must be one of {', '.join(map(repr, RACE_SIZES))}, got {size!r}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import functools
 import multiprocessing
 import os
 import sys
@@ -126,7 +127,7 @@ class Task:
         if not isinstance(self.args, tuple) or not isinstance(self.kwargs, dict):
             raise TypeError("args must be a tuple and kwargs a dict")
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """``label#hash``: the hash covers the function's import path, the arguments (by content) and
         :func:`code_fingerprint` of the function's module."""
@@ -175,13 +176,16 @@ class LocalProcesses(cf.Executor):
     """``n_workers`` local worker processes (a spawned :class:`concurrent.futures.ProcessPoolExecutor`).
 
     Each worker uses one torch thread and exits within a fraction of a second when its parent process is gone,
-    even after a ``SIGKILL`` of the parent. :meth:`restart` replaces a pool broken by a dead worker;
+    even after a ``SIGKILL`` of the parent (a worker still starting up, importing torch, exits as soon as it is
+    up). :meth:`restart` replaces a pool broken by a dead worker;
     :meth:`terminate` kills the workers at once (an interrupted run).
     """
 
     def __init__(self, n_workers: int):
-        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-            raise ValueError(f"n_workers must be an int >= 1, got {n_workers!r}")
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int):
+            raise TypeError(f"n_workers must be an int, got {type(n_workers).__name__}")
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self.n_workers = n_workers
         self._pool = self._new_pool()
 

@@ -48,6 +48,18 @@ def digests(studies: dict) -> dict:
     return {name: content_digest(study) for name, study in studies.items()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reference_cache(tmp_path_factory):
+    """A reference cache of this module's own, for this process and every worker it starts."""
+    old = os.environ.get("EXPSOLVER_CACHE_DIR")
+    os.environ["EXPSOLVER_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        del os.environ["EXPSOLVER_CACHE_DIR"]
+    else:
+        os.environ["EXPSOLVER_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
     """The reduced figure studies and the small race, computed in this process: what every executor must give."""
@@ -133,32 +145,39 @@ def test_a_failing_task_names_itself(tmp_path):
     assert any("in task divide" in note for note in getattr(info.value, "__notes__", []))
 
 
+def announce_and_sleep(path: str, seconds: float) -> None:
+    """Leave ``path`` (the task has started: the worker is up), then sleep."""
+    open(path, "w").close()
+    time.sleep(seconds)
+
+
 ORPHAN_SCRIPT = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {root!r})
+    import os, sys
+    sys.path[:0] = [{root!r}, os.path.join({root!r}, "tests")]
     from analysis.tasks import Task, run_tasks
+    from test_tasks import announce_and_sleep
 
     if __name__ == "__main__":
-        run_tasks([Task(f"sleep{{i}}", time.sleep, (300 + i,)) for i in range(2)], 2)
+        run_tasks([Task(f"sleep{{i}}", announce_and_sleep, (os.path.join(sys.argv[1], f"started{{i}}"), 300))
+                   for i in range(2)], 2)
 """)
 
 
 def test_workers_end_with_a_parent_killed_by_sigkill(tmp_path):
+    """The parent is killed while both workers run a task: they exit too (not orphaned)."""
     psutil = pytest.importorskip("psutil")
     script = tmp_path / "parent.py"
     script.write_text(ORPHAN_SCRIPT.format(root=ROOT))
-    parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
-                       if "spawn_main" in " ".join(p.cmdline())]
-            if len(workers) >= 2 or time.monotonic() > deadline:
-                break
+        deadline = time.monotonic() + 300
+        while not all((tmp_path / f"started{i}").exists() for i in range(2)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(workers) >= 2
+        workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-    _, alive = psutil.wait_procs(workers, timeout=15)
+    _, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == []
