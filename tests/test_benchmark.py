@@ -38,7 +38,7 @@ def test_quick_run_prints_every_table(quick_run):
 def test_json_round_trip_and_structure(quick_run):
     result, _, out = quick_run
     payload = json.loads(out.read_text())
-    assert payload["format"] == "expsolver-result/1" and payload["data"]["__type__"] == "BenchmarkResult"
+    assert payload["format"] == "expsolver-result/2" and payload["data"]["__type__"] == "BenchmarkResult"
     loaded = load_result(str(out))
     assert isinstance(loaded, BenchmarkResult)
     assert loaded.config == result.config and loaded.machine == result.machine
