@@ -31,8 +31,9 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    :func:`expsolver.reference_solve` reaches ``1e-9`` in at most 600 RHS evaluations.
 4. **End to end.** Wall time of the figure run from scratch (``python -m paper_figs``, into a fresh temporary
    folder, so no cached study is reused): its ``--quick`` run by default (``--figs full`` for the full run, which
-   alone takes several minutes on 2 cores; ``--figs skip``), and with ``--with-tests`` of
-   ``python -m pytest -q -m "not slow"``.
+   alone takes several minutes on 2 cores; ``--figs skip``), with ``--with-tests`` of the whole test suite
+   (``python -m pytest -q -n auto``), and with ``--scaling`` of the parallel runs on one and on several workers
+   (:func:`scaling_rows`).
 
 The whole default run takes about three minutes on an otherwise idle 2-core machine.
 """
@@ -104,10 +105,11 @@ class BenchmarkConfig:
     reference_truth_tol: float
     figs: str
     with_tests: bool
+    scaling: bool = False
 
 
 def config_for(quick: bool, *, seed: int = 0, repeats: int | None = None, threads=None, figs: str = "quick",
-               with_tests: bool = False) -> BenchmarkConfig:
+               with_tests: bool = False, scaling: bool = False) -> BenchmarkConfig:
     """The full configuration (acceptance sizes) or the ``--quick`` one (seconds; used by the test)."""
     threads = tuple(threads) if threads else ((1,) if quick else _default_threads())
     if quick:
@@ -115,13 +117,15 @@ def config_for(quick: bool, *, seed: int = 0, repeats: int | None = None, thread
             quick=True, seed=seed, repeats=repeats or 2, threads=threads, overhead_samples=256, overhead_steps=20,
             overhead_dtypes=("float64", "float32"), oracle_grid=((1_000, 2, 6), (1_000, 16, 4)),
             reference_samples=32, reference_targets=("2d",), reference_methods=(("torchdiffeq", "dopri5"),),
-            reference_variables=("lambda",), reference_truth_tol=1e-11, figs=figs, with_tests=with_tests)
+            reference_variables=("lambda",), reference_truth_tol=1e-11, figs=figs, with_tests=with_tests,
+            scaling=scaling)
     return BenchmarkConfig(
         quick=False, seed=seed, repeats=repeats or 5, threads=threads, overhead_samples=10_000, overhead_steps=20,
         overhead_dtypes=("float64", "float32"),
         oracle_grid=((10_000, 2, 6), (10_000, 16, 4), (100_000, 16, 4), (10_000, 64, 16), (100_000, 64, 16)),
         reference_samples=1_000, reference_targets=("2d", "16d"), reference_methods=REFERENCE_METHODS,
-        reference_variables=("lambda", "t"), reference_truth_tol=1e-13, figs=figs, with_tests=with_tests)
+        reference_variables=("lambda", "t"), reference_truth_tol=1e-13, figs=figs, with_tests=with_tests,
+        scaling=scaling)
 
 
 def _default_threads() -> tuple:
@@ -632,14 +636,43 @@ def end_to_end_section(cfg: BenchmarkConfig, progress=print, timeout: float = 18
             progress(f"  running {' '.join(args[1:])} ...")
             rows.append(_run_command("figures" + (" (--quick)" if cfg.figs == "quick" else " (full)"), args, timeout,
                                      note))
+    if cfg.scaling:
+        rows += scaling_rows(progress, timeout)
     if cfg.with_tests:
-        progress("  running the test suite (not slow) ...")
-        rows.append(_run_command("test suite (-m 'not slow')",
-                                 [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"],
+        progress("  running the test suite (the README's command) ...")
+        rows.append(_run_command("test suite (all tests, -n auto)",
+                                 [sys.executable, "-m", "pytest", "-q", "-n", "auto", "-p", "no:cacheprovider"],
                                  timeout))
     else:
-        rows.append(EndToEndRow("test suite (-m 'not slow')", "python -m pytest -q -m 'not slow'", None, None,
+        rows.append(EndToEndRow("test suite (all tests, -n auto)", "python -m pytest -q -n auto", None, None,
                                 "not timed (pass --with-tests)"))
+    return rows
+
+
+def scaling_rows(progress=print, timeout: float = 3600.0) -> list:
+    """Wall time of the work that runs as parallel tasks, on one worker and on several: the full figure run with
+    ``--jobs 1`` and with its default (the CPUs available), each into a fresh folder, and the reduced race with
+    ``--jobs 1`` and ``--jobs 2`` (after one untimed-for-the-ratio run that fills the reference cache, so that
+    both timed runs do the same work). The ``note`` of each parallel row holds its speed-up."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="expsolver-bench-scaling-") as out:
+        for name, extra in (("figures (full, --jobs 1)", ["--jobs", "1"]), ("figures (full, default --jobs)", [])):
+            progress(f"  running {name} ...")
+            rows.append(_run_command(name, [sys.executable, "-m", "paper_figs", "--out",
+                                            os.path.join(out, str(len(rows)))] + extra, timeout,
+                                     "fresh output folder"))
+    race = [sys.executable, "-m", "analysis.race", "--size", "reduced"]
+    progress("  running the reduced race once to fill the reference cache ...")
+    rows.append(_run_command("race (reduced), first run: references", race + ["--jobs", "1"], timeout,
+                             "fills the reference cache for the two timed runs"))
+    for jobs in (1, 2):
+        progress(f"  running the reduced race with --jobs {jobs} ...")
+        rows.append(_run_command(f"race (reduced, --jobs {jobs})", race + ["--jobs", str(jobs)], timeout))
+    for serial, parallel in ((0, 1), (3, 4)):
+        a, b = rows[serial].seconds, rows[parallel].seconds
+        if a and b:
+            rows[parallel].note = ((rows[parallel].note + "; ") if rows[parallel].note else "") + \
+                f"speed-up over --jobs 1: {a / b:.2f}x"
     return rows
 
 
@@ -795,7 +828,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figs", choices=("quick", "full", "skip"), default="quick",
                         help="time 'python -m paper_figs --quick' or the full 'python -m paper_figs' (several "
                              "minutes) from scratch, or skip it")
-    parser.add_argument("--with-tests", action="store_true", help="also time 'pytest -q -m \"not slow\"' (long)")
+    parser.add_argument("--with-tests", action="store_true", help="also time the whole test suite, 'pytest -q -n auto' "
+                                                                  "(minutes)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time the full figure run with --jobs 1 and the default, and the reduced race with "
+                             "--jobs 1 and 2 (tens of minutes)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch-profiler table of the float64 linear multistep zero-cost run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial states and random mixtures")
@@ -807,7 +844,7 @@ def main(argv=None) -> BenchmarkResult:
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     cfg = config_for(args.quick, seed=args.seed, repeats=args.repeats, threads=args.threads, figs=args.figs,
-                     with_tests=args.with_tests)
+                     with_tests=args.with_tests, scaling=args.scaling)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     progress(f"machine: {_machine_line(machine_info())}")
     result = run_benchmark(cfg, args.sections, progress)
