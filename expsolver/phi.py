@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["phi", "phis"]
+__all__ = ["phi", "phis", "phi_matrices"]
 
 _SERIES_RADIUS = 2.0
 _SERIES_TERMS = 30

@@ -12,8 +12,9 @@ phi-functions: ``int_0^h e^{z (h-u)} u^j / j! du = h^{j+1} phi_{j+1}(z h)``. A p
 and reference solutions.
 
 ``linear``, ``z`` and the integrals are numbers (a scalar linear part), tensors broadcast against the state (a
-diagonal one) or :class:`MatrixCoefficient` (a dense one, acting on the state's last dimension). Solvers only add
-them, scale them by floats and hand them to :func:`combine`, so one solver code serves all three.
+diagonal one) or matrices acting on the state's last dimension (a dense one: ``linear`` and the integrals as
+:class:`PhiCombination`, ``z`` as :class:`MatrixCoefficient`). Solvers only add them, scale them by floats and hand
+them to :func:`combine` (DEIS also exponentiates ``z``), so one solver code serves all three.
 
 Problems here:
 
@@ -30,11 +31,11 @@ Problems here:
 from __future__ import annotations
 
 import abc
-import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ._buffers import BufferPool
@@ -43,7 +44,7 @@ from .models import ModelWrapper
 from .schedules import VPSchedule
 from .phi import phi_matrices, phis
 
-__all__ = ["StepCoefficients", "MatrixCoefficient", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE",
+__all__ = ["StepCoefficients", "PhiCombination", "MatrixCoefficient", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE",
            "BernoulliETDProblem", "PREDICTIONS", "combine"]
 
 PREDICTIONS = ("noise", "data")
@@ -70,15 +71,113 @@ class StepCoefficients:
 
 
 @dataclass(frozen=True)
-class _MatrixStepCoefficients(StepCoefficients):
-    """:class:`StepCoefficients` of a dense linear part: the phi-functions of ``h L`` come from the problem's cache
-    (``phis_of_step(n) = [phi_0(h L), ..., phi_n(h L)]``), one augmented matrix exponential per step size."""
+class _DenseStepCoefficients(StepCoefficients):
+    """:class:`StepCoefficients` of a dense linear part: ``linear`` and the integrals are :class:`PhiCombination` of
+    the step's matrices (:class:`_StepMatrices`)."""
 
-    phis_of_step: object = field(default=None, compare=False, repr=False)
+    matrices: object = field(default=None, compare=False, repr=False)
 
     def integrals(self, n: int) -> list:
-        values = self.phis_of_step(n)
-        return [self.h ** (j + 1) * values[j + 1] for j in range(n)]
+        return [self.matrices.unit(j + 2) for j in range(n)]
+
+
+class _StepMatrices:
+    """The matrices of one step of a dense ``L``: ``B_0 = I``, ``B_1 = e^{h L}``, ``B_{j+2} = I_j =
+    h^{j+1} phi_{j+1}(h L)`` (float64), taken from the problem's cache as far as they are needed."""
+
+    def __init__(self, problem: "SemiLinearODE", h: float):
+        self.problem, self.h = problem, h
+
+    def unit(self, index: int) -> "PhiCombination":
+        return PhiCombination(self, (0.0,) * index + (1.0,))
+
+    def apply(self, weighted: list) -> torch.Tensor:
+        """``sum_i y_i M_i^T`` for ``weighted = [(M_i, y_i)]`` (``M_i`` a :class:`PhiCombination` of this step, ``y_i``
+        a state): the states are combined per basis matrix first, so each ``B_b`` multiplies one state."""
+        per_basis = {}
+        for w, y in weighted:
+            for b, c in enumerate(w.coefficients):
+                if c != 0.0:
+                    per_basis[b] = y * c if b not in per_basis else per_basis[b].add(y, alpha=c)
+        matrices = self.problem.step_matrices(self.h, max(per_basis, default=0) - 1)
+        out = per_basis.pop(0, None)
+        for b, y in per_basis.items():
+            term = y @ matrices[b - 1].to(y.dtype).T
+            out = term if out is None else out + term
+        return out
+
+
+def _is_real(value) -> bool:
+    return type(value) is float or (isinstance(value, (int, float, np.integer, np.floating))
+                                    and not isinstance(value, (bool, np.bool_)))
+
+
+class PhiCombination:
+    """A step coefficient of a dense linear part ``L``: ``sum_b c_b B_b``, a linear combination with float
+    coefficients of the identity ``B_0``, ``B_1 = e^{h L}`` and the integrals ``B_{j+2} = h^{j+1} phi_{j+1}(h L)``
+    of one step (``linear`` and ``integrals(n)`` of :class:`SemiLinearODE` with a dense ``L``).
+
+    Solvers treat step coefficients as numbers: they add them, scale them by floats and pass them to
+    :func:`combine`. This class supports exactly that algebra on its float coefficients (cheap: no matrix is formed;
+    :func:`combine` sums the states per basis matrix and multiplies each ``B_b`` once), so every solver runs
+    unchanged on a dense ``L``. A real number ``a`` next to a combination stands for ``a I`` (UniPC's ``bh1``
+    weight ``h / 2`` next to ``I_0``). Products with anything but a real number, and combinations of two different
+    steps, raise ``TypeError``: entry by entry they would silently give another operator.
+    """
+
+    __slots__ = ("steps", "coefficients")
+
+    def __init__(self, steps: _StepMatrices, coefficients: tuple):
+        self.steps, self.coefficients = steps, coefficients
+
+    def _sum(self, other, sign: float):
+        if isinstance(other, PhiCombination):
+            if other.steps is not self.steps:
+                raise TypeError("PhiCombination of two different steps cannot be combined")
+            c = other.coefficients
+        elif _is_real(other):
+            c = (float(other),)
+        else:
+            return NotImplemented
+        a = self.coefficients
+        if len(c) > len(a):
+            a = a + (0.0,) * (len(c) - len(a))
+        return PhiCombination(self.steps, tuple(u + sign * v for u, v in zip(a, c)) + a[len(c):])
+
+    def __add__(self, other):
+        return self._sum(other, 1.0)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._sum(other, -1.0)
+
+    def __rsub__(self, other):
+        return (-self)._sum(other, 1.0)
+
+    def __neg__(self):
+        return PhiCombination(self.steps, tuple(-u for u in self.coefficients))
+
+    def __mul__(self, other):
+        if not _is_real(other):
+            raise TypeError(f"a PhiCombination (a matrix) multiplies real numbers only, got {type(other).__name__}; "
+                            f"it is applied to a state by expsolver.problems.combine")
+        return PhiCombination(self.steps, tuple(u * other for u in self.coefficients))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if not _is_real(other):
+            raise TypeError(f"a PhiCombination (a matrix) is divided by real numbers only, got {type(other).__name__}")
+        return PhiCombination(self.steps, tuple(u / other for u in self.coefficients))
+
+    def matrix(self) -> torch.Tensor:
+        """The ``(d, d)`` float64 matrix ``sum_b c_b B_b``."""
+        eye = torch.eye(self.steps.problem.L.shape[0], dtype=torch.float64)
+        return self.steps.apply([(self, eye)]).T
+
+    def __repr__(self):
+        return f"PhiCombination({list(self.coefficients)}, h={self.steps.h!r})"
 
 
 _EXP = frozenset({"exp", "exp_"})
@@ -92,15 +191,15 @@ _NOT_LINEAR = frozenset({"__rdiv__", "__rtruediv__", "reciprocal", "pow", "pow_"
 
 class MatrixCoefficient(torch.Tensor):
     """A step coefficient that is a matrix ``M`` (float64, shape ``(..., d, d)``) acting on the last dimension of
-    the state, ``x -> x M^T``: ``linear = e^{h L}``, ``z = L`` and the integrals ``h^{j+1} phi_{j+1}(h L)`` of a
-    problem with a dense linear part ``L``.
+    the state, ``x -> x M^T``: ``z = L`` of a problem with a dense linear part, and what a solver computes from it
+    (DEIS's weights ``sum_q w_q e^{z (h - u_q)}``).
 
-    Solvers treat step coefficients as numbers: they add them, scale them by floats and pass them to
-    :func:`combine`. Matrices support exactly that algebra, so every solver runs unchanged on a dense ``L``:
+    Solvers treat step coefficients as numbers: they add them, scale them by floats, exponentiate ``z`` and pass
+    them to :func:`combine`. This tensor supports exactly that algebra, so every solver runs unchanged:
 
     * sums and differences of matrices and products or quotients with scalars are the tensor's own;
     * a scalar ``a`` added to (subtracted from) a matrix means ``a I``: a scalar coefficient is ``a`` times the
-      identity (UniPC's ``bh1`` weight ``h / 2`` next to the matrix ``I_0``);
+      identity;
     * ``exp`` is the matrix exponential (DEIS's quadrature kernels ``e^{z (h - u)}``,
       :func:`expsolver.solvers.deis.deis_weights`).
 
@@ -137,24 +236,24 @@ class MatrixCoefficient(torch.Tensor):
         return super().__torch_function__(func, types, args, kwargs)
 
 
-#: Matrix exponentials kept by :func:`_matrix_exp` (bytes of results, oldest dropped first).
+#: Matrix exponentials kept by :func:`_matrix_exp` (bytes of arguments and results, oldest dropped first).
 _EXP_CACHE_BYTES = 2**26
 _exp_cache: OrderedDict = OrderedDict()
 
 
 def _matrix_exp(a: torch.Tensor) -> torch.Tensor:
-    """:func:`torch.linalg.matrix_exp`, memoised on the argument's contents: a solver that exponentiates matrices
-    itself (DEIS's kernels at its quadrature nodes, 2 x 32 matrices per step) meets the same arguments on every step
-    of a uniform grid."""
-    data = a.detach().cpu().contiguous()
-    key = (str(a.device), a.dtype, tuple(a.shape), hashlib.blake2b(data.numpy().tobytes(), digest_size=16).digest())
-    value = _exp_cache.get(key)
-    if value is None:
-        value = torch.linalg.matrix_exp(a)
-        _exp_cache[key] = value
-        while sum(v.numel() * v.element_size() for v in _exp_cache.values()) > _EXP_CACHE_BYTES and len(_exp_cache) > 1:
-            _exp_cache.popitem(last=False)
-    _exp_cache.move_to_end(key)
+    """:func:`torch.linalg.matrix_exp`, memoised on the argument: a solver that exponentiates matrices itself
+    (DEIS's kernels at its quadrature nodes, 2 x 32 matrices per step) meets the same arguments on every step of a
+    uniform grid. Looked up by two sums, confirmed by comparing the whole argument."""
+    key = (str(a.device), a.dtype, tuple(a.shape), float(a.sum()), float(a.abs().sum()))
+    hit = _exp_cache.get(key)
+    if hit is not None and torch.equal(hit[0], a):
+        _exp_cache.move_to_end(key)
+        return hit[1].clone()
+    value = torch.linalg.matrix_exp(a)
+    _exp_cache[key] = (a.clone(), value)
+    while len(_exp_cache) > 1 and 2 * sum(v.numel() * v.element_size() for _, v in _exp_cache.values()) > _EXP_CACHE_BYTES:
+        _exp_cache.popitem(last=False)
     return value.clone()
 
 
@@ -202,12 +301,20 @@ class SemiLinearProblem(abc.ABC):
 
 def combine(c: StepCoefficients, x: torch.Tensor, terms) -> torch.Tensor:
     """``linear * x + scale * sum_j w_j N_j`` for ``terms = [(w_j, N_j), ...]``: the only place where step
-    coefficients (float64) meet the state (in its own dtype). A :class:`MatrixCoefficient` acts on the state's last
-    dimension (``x @ M^T``, in the state's dtype)."""
-    if isinstance(c.linear, MatrixCoefficient):
-        out = _apply(c.linear, x)
+    coefficients (float64) meet the state (in its own dtype). A :class:`PhiCombination` or :class:`MatrixCoefficient`
+    acts on the state's last dimension (``x @ M^T``, the matrix cast to the state's dtype)."""
+    if isinstance(c.linear, PhiCombination):
+        _check_last_dimension(c.linear.steps.problem.L.shape[0], x)
+        weighted, direct = [(c.linear, x)], []
         for w, n in terms:
-            out = out + _apply(c.scale * w, n)
+            w = c.scale * w
+            if isinstance(w, MatrixCoefficient):
+                direct.append(n @ w.as_subclass(torch.Tensor).to(n.dtype).T)
+            else:
+                weighted.append((w if isinstance(w, PhiCombination) else c.linear.steps.unit(0) * w, n))
+        out = c.linear.steps.apply(weighted)
+        for term in direct:
+            out = out + term
         return out
     if isinstance(c.linear, float) and isinstance(c.scale, float) and all(isinstance(w, float) for w, _ in terms):
         buf = None if c.pool is None else c.pool.take(x)
@@ -221,14 +328,10 @@ def combine(c: StepCoefficients, x: torch.Tensor, terms) -> torch.Tensor:
     return out
 
 
-def _apply(w, x: torch.Tensor) -> torch.Tensor:
-    """``x @ w^T`` for a matrix ``w``, ``w * x`` for a scalar one."""
-    if not isinstance(w, MatrixCoefficient):
-        return w * x
-    if x.shape[-1] != w.shape[-1]:
-        raise ValueError(f"a {w.shape[-1]} x {w.shape[-1]} linear part acts on the last dimension of the state, "
-                         f"which is {x.shape[-1]} (state shape {tuple(x.shape)})")
-    return x @ w.as_subclass(torch.Tensor).to(x.dtype).T
+def _check_last_dimension(d: int, x: torch.Tensor) -> None:
+    if x.ndim < 1 or x.shape[-1] != d:
+        raise ValueError(f"a {d} x {d} linear part acts on the last dimension of the state, which is "
+                         f"{x.shape[-1] if x.ndim else None} (state shape {tuple(x.shape)})")
 
 
 _CACHE_SIZE = 64
@@ -246,8 +349,9 @@ class SemiLinearODE(SemiLinearProblem):
       dimension;
     * dense ``L`` (2-D ``(d, d)`` tensor, acting on the state's last dimension, ``x @ L^T``): every
       ``phi_k(h L)`` from one exponential of an augmented block matrix (:func:`expsolver.phi.phi_matrices`) in
-      float64, cached per step size (the float steps of a uniform grid take a handful of distinct values), as
-      :class:`MatrixCoefficient` so that every solver runs unchanged.
+      float64, cached per step size (the float steps of a uniform grid take a handful of distinct values);
+      ``linear`` and the integrals are :class:`PhiCombination` and ``z`` a :class:`MatrixCoefficient`, so that every
+      solver runs unchanged.
 
     Parameters
     ----------
@@ -325,16 +429,16 @@ class SemiLinearODE(SemiLinearProblem):
             return StepCoefficients(h, math.exp(self.L * h), 1.0, self.L)
         if self.kind == "diagonal":
             return StepCoefficients(h, torch.exp(self.L * h), 1.0, self.L)
-        return _MatrixStepCoefficients(h, self.matrix_phis(h, 0)[0], 1.0, self._L_matrix,
-                                       phis_of_step=lambda n: self.matrix_phis(h, n))
+        matrices = _StepMatrices(self, h)
+        return _DenseStepCoefficients(h, matrices.unit(1), 1.0, self._L_matrix, matrices=matrices)
 
-    def matrix_phis(self, h: float, n: int) -> list:
-        """``[phi_0(h L), ..., phi_n(h L)]`` (at least) of the dense ``L`` as :class:`MatrixCoefficient`, cached per
-        ``h`` (the last 64 step sizes)."""
+    def step_matrices(self, h: float, n: int) -> list:
+        """``[e^{h L}, I_0, ..., I_{n-1}]`` (at least), ``I_j = h^{j+1} phi_{j+1}(h L)``, of the dense ``L``
+        (float64), cached per ``h`` (the last 64 step sizes)."""
         values = self._phis.get(h)
         if values is None or len(values) <= n:
-            computed = phi_matrices(max(n, _MIN_PHI_INDEX), h * self.L)
-            values = [v.as_subclass(MatrixCoefficient) for v in computed]
+            phis_hl = phi_matrices(max(n, _MIN_PHI_INDEX), h * self.L)
+            values = [phis_hl[0]] + [h ** j * phis_hl[j] for j in range(1, len(phis_hl))]
             self._phis[h] = values
             if len(self._phis) > _CACHE_SIZE:
                 self._phis.popitem(last=False)
