@@ -102,6 +102,7 @@ __all__ = [
     "FIXED_GRID_METHODS",
     "VARIABLES",
     "JACOBIANS",
+    "sample_errors",
 ]
 
 BACKENDS = ("scipy", "torchdiffeq")
@@ -459,11 +460,20 @@ def _solve(rhs, count, x, error_estimate, kwargs) -> ReferenceResult:
 
 
 def _difference(result: ReferenceResult, check: ReferenceResult) -> float:
-    """Largest per-sample L2 norm of ``result - check`` over the final state and the output states."""
+    """Largest per-sample error of ``result`` against ``check`` over the final state and the output states."""
     if not (result.success and check.success):
         return math.nan
     pairs = [(result.x, check.x)] + ([] if result.xs is None else list(zip(result.xs, check.xs)))
-    return max(float((a - b).reshape(a.shape[0], -1).norm(dim=1).max()) for a, b in pairs)
+    return max(float(sample_errors(a, b).max()) for a, b in pairs)
+
+
+def sample_errors(x: torch.Tensor, x_ref: torch.Tensor) -> np.ndarray:
+    """Per-sample errors ``||x_i - x_ref_i||_2`` over every dimension but the first (float64 NumPy, shape
+    ``(batch,)``): the one error of every measurement of expsolver."""
+    if x.shape != x_ref.shape:
+        raise ValueError(f"x and x_ref must have the same shape, got {tuple(x.shape)} and {tuple(x_ref.shape)}")
+    diff = (x.detach() - x_ref.detach().to(x)).reshape(x.shape[0], -1)
+    return diff.norm(dim=1).to(torch.float64).cpu().numpy()
 
 
 @dataclass(frozen=True)
