@@ -463,8 +463,6 @@ class ConvergenceResult:
         Step sizes in the problem's ``rho`` (global: the largest step of each grid).
     errors : numpy.ndarray
         The ``statistic`` of the per-sample errors, per step size.
-    sample_errors : numpy.ndarray, shape (len(hs), batch)
-        The per-sample errors (:func:`sample_errors`).
     nfe : numpy.ndarray
         Model calls of each measurement (starting values and history values included).
     fit : OrderFit
@@ -476,6 +474,10 @@ class ConvergenceResult:
         The error floor handed to the fit (the reference's error estimate unless given).
     step_counts : numpy.ndarray or None
         Global: the number of steps of each grid.
+    sample_errors : numpy.ndarray or None, shape (len(hs), batch)
+        The per-sample errors (:func:`sample_errors`).
+    reference : dict or str
+        What the reference was (its options, model calls and floor, or ``"callable"``).
     """
 
     solver: str
@@ -483,13 +485,13 @@ class ConvergenceResult:
     start: str
     hs: np.ndarray
     errors: np.ndarray
-    sample_errors: np.ndarray
     nfe: np.ndarray
     fit: OrderFit
     expected: float
     statistic: str = "median"
     floor: float | None = None
     step_counts: np.ndarray | None = None
+    sample_errors: np.ndarray | None = field(default=None, repr=False)
     reference: object = field(default=None, repr=False)
 
     @property

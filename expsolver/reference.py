@@ -86,7 +86,6 @@ from ._validation import (
     check_int,
     check_positive_float,
     check_state,
-    reject_unknown_kwargs,
 )
 from .models import ModelWrapper
 from .problems import DiffusionODE, SemiLinearProblem
@@ -293,38 +292,34 @@ class _ProblemRhs:
         return jac.permute(1, 0, 2).detach().to(torch.float64).cpu().numpy()
 
 
-def reference_solve(problem, *args, **kwargs) -> ReferenceResult:
+def reference_solve(problem, *args, backend: str = "scipy", method: str | None = None, rtol: float = 1e-10,
+                    atol: float = 1e-10, variable: str | None = None, ts=None, n_steps: int | None = None,
+                    options: dict | None = None, jacobian: str | None = None,
+                    error_estimate: bool | None = None) -> ReferenceResult:
     r"""Integrate an ODE from ``t_start`` to ``t_end`` to high accuracy.
 
     Call forms (module docstring):
 
-    * ``reference_solve(problem, x, t_start, t_end, *, backend="scipy", method=None, rtol=1e-10, atol=1e-10,
-      ts=None, n_steps=None, options=None, jacobian="autograd", error_estimate=True, variable=None)``: any
-      :class:`~expsolver.problems.SemiLinearProblem` with ``rhs(t, x)``, in ``t`` (a ``DiffusionODE`` in ``variable``,
-      default ``"lambda"``);
-    * ``reference_solve(model, schedule, x, t_start, t_end, *, backend="scipy", method=None, rtol=1e-10,
-      atol=1e-10, variable="lambda", ts=None, n_steps=None, options=None, error_estimate=False)``: the
-      probability-flow ODE ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t)`` (DPM-Solver eq. (2.3)), by default in
-      the half log-SNR, where it reads ``dx/dlam = sigma^2 x - sigma eps(x, t(lam))`` with
-      ``sigma^2 = sigmoid(-2 lam)`` (module docstring).
+    * ``reference_solve(problem, x, t_start, t_end, **options)``: any :class:`~expsolver.problems.SemiLinearProblem`
+      with ``rhs(t, x)``, in ``t`` (a ``DiffusionODE`` in ``variable``, default ``"lambda"``);
+    * ``reference_solve(model, schedule, x, t_start, t_end, **options)``: the probability-flow ODE
+      ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t)`` (DPM-Solver eq. (2.3)), by default in the half log-SNR,
+      where it reads ``dx/dlam = sigma^2 x - sigma eps(x, t(lam))`` with ``sigma^2 = sigmoid(-2 lam)`` (module
+      docstring).
 
     Parameters
     ----------
-    problem : SemiLinearProblem
-        The problem (first form). Must treat samples (the first dimension of ``x``) independently.
-    model : callable
-        Noise prediction ``model(x, t) -> eps`` with ``x`` of shape ``(batch, *dims)`` and ``t`` of shape
-        ``(batch,)`` (all entries equal) in ``x``'s dtype and device (second form). Called under
-        :func:`torch.no_grad`; a model that needs autograd internally must enable it itself. Must treat samples
-        independently (the whole batch is one ODE system, and the implicit methods' Jacobian assumes it is block
-        diagonal).
-    schedule : VPSchedule
-        Second form only.
-    x : torch.Tensor, shape (batch, *dims)
-        The state at ``t_start`` (float32 or float64, finite).
-    t_start, t_end : float
-        Start and end times. Diffusion: ``schedule.t_min <= t_end < t_start <= schedule.T``; a problem: any two
-        distinct times.
+    problem : SemiLinearProblem or callable
+        The problem (first form), or the noise prediction ``model(x, t) -> eps`` (second form) with ``x`` of shape
+        ``(batch, *dims)`` and ``t`` of shape ``(batch,)`` (all entries equal) in ``x``'s dtype and device, called
+        under :func:`torch.no_grad` (a model that needs autograd internally must enable it itself). Either must
+        treat samples (the first dimension of ``x``) independently: the whole batch is one ODE system, and the
+        implicit methods' Jacobian assumes it is block diagonal.
+    *args
+        ``x, t_start, t_end`` (first form) or ``schedule, x, t_start, t_end`` (second form): the
+        :class:`~expsolver.schedules.VPSchedule`; the state ``x`` at ``t_start``, shape ``(batch, *dims)``
+        (float32 or float64, finite); the start and end times (diffusion: ``schedule.t_min <= t_end < t_start <=
+        schedule.T``; a problem: any two distinct times).
     backend : {"scipy", "torchdiffeq"}
     method : str, optional
         ``"RK45"``, ``"DOP853"`` (default), ``"Radau"`` or ``"BDF"`` for SciPy; ``"dopri8"`` (default),
@@ -341,9 +336,9 @@ def reference_solve(problem, *args, **kwargs) -> ReferenceResult:
         ``lambda`` at the default 1e-10 made 650 and 626 model calls for maximal absolute errors of 3.3e-9 and
         1.0e-9; dopri8 made 821 calls for 2.3e-10 (2-D). Reaching a guaranteed max error <= 1e-9 took
         ``rtol = atol = 3e-11`` with DOP853 (about 700-750 calls); RK45 and dopri5 need 1,000-1,400.
-    variable : {"lambda", "t"}
-        Integration variable of the diffusion ODE: ``"lambda"`` (smooth, recommended) or ``"t"`` (the plain ODE).
-        Other problems are integrated in ``t`` (``None`` or ``"t"``).
+    variable : {None, "lambda", "t"}
+        Integration variable of the diffusion ODE: ``"lambda"`` (smooth, recommended; the default) or ``"t"`` (the
+        plain ODE). Other problems are integrated in ``t`` (``None`` or ``"t"``).
     ts : sequence of float, optional
         Strictly monotone times inside the interval, in the direction of integration, at which to also return the
         state (``.xs``). The integrators step exactly onto them (no dense-output interpolation): SciPy restarts at
@@ -356,10 +351,10 @@ def reference_solve(problem, *args, **kwargs) -> ReferenceResult:
         Extra integrator options: SciPy ``first_step``, ``max_step``; torchdiffeq adaptive ``first_step``,
         ``max_step``, ``safety``, ``ifactor``, ``dfactor``, ``max_num_steps``; fixed grid ``step_size`` (and
         ``max_order``, ``max_iters`` for the Adams methods). Steps are in the integration variable.
-    jacobian : {"autograd", "fd"}
-        First form, implicit methods: ``d rhs / dx`` by autograd through ``problem.rhs`` or by central
-        differences (``2 d`` calls).
-    error_estimate : bool
+    jacobian : {None, "autograd", "fd"}
+        First form, implicit methods: ``d rhs / dx`` by autograd through ``problem.rhs`` (the default) or by
+        central differences (``2 d`` calls). The diffusion form always uses central differences.
+    error_estimate : bool, optional
         Also solve at tolerances :data:`ERROR_ESTIMATE_FACTOR` times tighter (fixed grid: that many times more
         steps) and report the difference as ``.error_estimate`` (default True for a problem, False for the
         diffusion form, whose cost it would double).
@@ -374,7 +369,8 @@ def reference_solve(problem, *args, **kwargs) -> ReferenceResult:
     Raises
     ------
     TypeError
-        Unknown keyword, model not callable, schedule not a VPSchedule, ``x`` not a floating-point tensor.
+        Unknown keyword, wrong number of positional arguments, model not callable, schedule not a VPSchedule, ``x``
+        not a floating-point tensor.
     ValueError
         Unknown backend, method, variable or jacobian; non-positive tolerances; ``t_end >= t_start`` (diffusion) or
         ``t_end == t_start``; times outside the schedule; bad ``ts``, ``n_steps`` or ``options``; non-finite ``x``;
@@ -398,13 +394,25 @@ def reference_solve(problem, *args, **kwargs) -> ReferenceResult:
     >>> bool((res.x - exact).abs().max() < 1e-10), res.error_estimate < 1e-10
     (True, True)
     """
+    run = dict(backend=backend, method=method, rtol=rtol, atol=atol, ts=ts, n_steps=n_steps, options=options)
     if isinstance(problem, SemiLinearProblem):
-        return _solve_problem(problem, *args, **kwargs)
-    return _solve_diffusion(problem, *args, **kwargs)
+        if len(args) != 3:
+            raise TypeError(f"reference_solve(problem, x, t_start, t_end, ...) takes 3 positional arguments after the "
+                            f"problem, got {len(args)}")
+        return _solve_problem(problem, *args, variable, "autograd" if jacobian is None else jacobian,
+                              True if error_estimate is None else error_estimate, run)
+    if len(args) != 4:
+        raise TypeError(f"reference_solve(model, schedule, x, t_start, t_end, ...) takes 4 positional arguments after "
+                        f"the model, got {len(args)}")
+    if jacobian is not None:
+        raise ValueError(f"jacobian applies to a problem (reference_solve(problem, x, t_start, t_end)); the diffusion "
+                         f"form uses central differences, got jacobian={jacobian!r}")
+    return _solve_diffusion(problem, *args, "lambda" if variable is None else variable,
+                            False if error_estimate is None else error_estimate, run)
 
 
-def _solve_diffusion(model: Callable, schedule: VPSchedule, x: torch.Tensor, t_start: float, t_end: float, *,
-                     variable: str = "lambda", error_estimate: bool = False, **kwargs) -> ReferenceResult:
+def _solve_diffusion(model: Callable, schedule: VPSchedule, x: torch.Tensor, t_start: float, t_end: float,
+                     variable: str, error_estimate: bool, run: dict) -> ReferenceResult:
     """The second form of :func:`reference_solve`."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
@@ -412,11 +420,10 @@ def _solve_diffusion(model: Callable, schedule: VPSchedule, x: torch.Tensor, t_s
         raise TypeError(
             f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}"
         )
-    return _solve_diffusion_problem(ModelWrapper(model, schedule), x, t_start, t_end, variable, error_estimate,
-                                    kwargs)
+    return _solve_diffusion_problem(ModelWrapper(model, schedule), x, t_start, t_end, variable, error_estimate, run)
 
 
-def _solve_diffusion_problem(wrapper: ModelWrapper, x, t_start, t_end, variable, error_estimate, kwargs):
+def _solve_diffusion_problem(wrapper: ModelWrapper, x, t_start, t_end, variable, error_estimate, run):
     schedule = wrapper.schedule
     variable = check_choice(variable, "variable", VARIABLES)
     t_start = schedule.check_time(t_start, "t_start")
@@ -426,30 +433,29 @@ def _solve_diffusion_problem(wrapper: ModelWrapper, x, t_start, t_end, variable,
             f"t_end must be < t_start (the ODE is solved backwards in time), got t_end={t_end!r}, t_start={t_start!r}"
         )
     rhs = _Rhs(wrapper, schedule, variable, t_start, t_end)
-    return _solve(rhs, lambda: wrapper.nfe, x, error_estimate, kwargs)
+    return _solve(rhs, lambda: wrapper.nfe, x, error_estimate, run)
 
 
-def _solve_problem(problem: SemiLinearProblem, x: torch.Tensor, t_start: float, t_end: float, *,
-                   jacobian: str = "autograd", error_estimate: bool = True, variable: str | None = None,
-                   **kwargs) -> ReferenceResult:
+def _solve_problem(problem: SemiLinearProblem, x: torch.Tensor, t_start: float, t_end: float, variable, jacobian,
+                   error_estimate, run: dict) -> ReferenceResult:
     """The first form of :func:`reference_solve`."""
     jacobian = check_choice(jacobian, "jacobian", JACOBIANS)
     if isinstance(problem, DiffusionODE):
         return _solve_diffusion_problem(problem.model, x, t_start, t_end, "lambda" if variable is None else variable,
-                                        error_estimate, kwargs)
+                                        error_estimate, run)
     if variable not in (None, "t"):
         raise ValueError(f"variable must be None or 't' for a {type(problem).__name__} (integrated in t); got "
                          f"{variable!r}")
     t_start, t_end = check_float(t_start, "t_start"), check_float(t_end, "t_end")
     if t_end == t_start:
         raise ValueError(f"t_end must differ from t_start, got both {t_start!r}")
-    return _solve(_ProblemRhs(problem, t_start, t_end, jacobian), lambda: problem.nfe, x, error_estimate, kwargs)
+    return _solve(_ProblemRhs(problem, t_start, t_end, jacobian), lambda: problem.nfe, x, error_estimate, run)
 
 
-def _solve(rhs, count, x, error_estimate, kwargs) -> ReferenceResult:
+def _solve(rhs, count, x, error_estimate, run: dict) -> ReferenceResult:
     """Check the integrator options, run, and (``error_estimate``) run again at tighter settings."""
     error_estimate = check_bool(error_estimate, "error_estimate")
-    run = _RunOptions.from_kwargs(kwargs, rhs)
+    run = _RunOptions.checked(rhs, **run)
     x = check_state(x, "x")
     nfe_before = count()
     result = _run(rhs, x, run)
@@ -489,13 +495,8 @@ class _RunOptions:
     options: dict
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict, rhs) -> "_RunOptions":
-        kwargs = dict(kwargs)
-        backend = check_choice(kwargs.pop("backend", "scipy"), "backend", BACKENDS)
-        method = kwargs.pop("method", None)
-        rtol, atol = kwargs.pop("rtol", 1e-10), kwargs.pop("atol", 1e-10)
-        ts, n_steps, options = kwargs.pop("ts", None), kwargs.pop("n_steps", None), kwargs.pop("options", None)
-        reject_unknown_kwargs(kwargs, "reference_solve")
+    def checked(cls, rhs, *, backend, method, rtol, atol, ts, n_steps, options) -> "_RunOptions":
+        backend = check_choice(backend, "backend", BACKENDS)
         valid_methods = SCIPY_METHODS if backend == "scipy" else TORCHDIFFEQ_METHODS
         method = DEFAULT_METHODS[backend] if method is None else method
         if not isinstance(method, str) or method not in valid_methods:
