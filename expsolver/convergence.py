@@ -72,7 +72,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_float
+from ._validation import as_real_array, check_choice, check_float
 from .driver import check_solver, integrate
 from .problems import SemiLinearODE, SemiLinearProblem
 from .reference import SCIPY_METHODS, reference_solve, sample_errors
@@ -248,7 +248,7 @@ def fit_order(step_sizes, errors, *, min_points: int = 3, expected: float | None
     Raises
     ------
     TypeError
-        Unknown keyword.
+        Unknown keyword; ``step_sizes``, ``errors`` or ``expected`` not real numbers (strings, complex, None).
     ValueError
         Shapes differ or are not 1-D; step sizes not finite, not positive or repeated; ``min_points < 3``;
         non-positive tolerances.
@@ -257,9 +257,11 @@ def fit_order(step_sizes, errors, *, min_points: int = 3, expected: float | None
 
     if kwargs:
         raise TypeError(f"fit_order() got unexpected keyword argument(s) {', '.join(map(repr, sorted(kwargs)))}")
-    h = np.asarray(step_sizes, dtype=np.float64)
-    e = np.asarray(errors, dtype=np.float64)
+    h = as_real_array(step_sizes, "step_sizes")
+    e = as_real_array(errors, "errors")
     _check_fit_arguments(h, e, min_points, slope_tol, max_ci_halfwidth, floor, floor_factor)
+    if expected is not None:
+        check_float(expected, "expected")
     order = np.argsort(h)
     h, e = h[order], e[order]
     n = h.shape[0]
@@ -368,7 +370,7 @@ class ReferencePath:
 
     Call it with a list of times to get the states there: times not yet known are solved for in one integration
     from the latest known time before them (``t0`` at first), so measurements of several solvers can share one
-    path. :attr:`floor` is the largest error estimate of those solves (the error floor of a fit).
+    path. ``floor`` is the largest error estimate of those solves (the error floor of a fit).
 
     Parameters
     ----------
