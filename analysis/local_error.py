@@ -1,7 +1,7 @@
 """Local-error study: one step of size ``h`` from the exact state, for a geometric range of ``h``.
 
 For a solver configuration (any :data:`expsolver.REGISTRY` entry), a target, a schedule and a starting half
-log-SNR ``lam_s`` (DESIGN.md Sec. 4):
+log-SNR ``lam_s``:
 
 1. draw ``x`` from the exact marginal ``q_{t_start}`` (fixed seed) and integrate the probability-flow ODE with a
    high-accuracy reference (SciPy DOP853, rtol = atol = 1e-12, in ``lam``) through every time needed, once for

@@ -370,7 +370,8 @@ class ReferencePath:
 
     Call it with a list of times to get the states there: times not yet known are solved for in one integration
     from the latest known time before them (``t0`` at first), so measurements of several solvers can share one
-    path. ``floor`` is the largest error estimate of those solves (the error floor of a fit).
+    path. ``floor`` is the largest error estimate of those solves (the error floor of a fit; None without
+    estimates).
 
     Parameters
     ----------
@@ -386,7 +387,7 @@ class ReferencePath:
         self.problem, self.x0, self.t0 = problem, x0, check_float(t0, "t0")
         self.options = dict(DEFAULT_REFERENCE, **({"method": "Radau"} if isinstance(problem, SemiLinearODE) else {}))
         self.options.update(options)
-        self.floor, self.nfe = 0.0, 0
+        self.floor, self.nfe = None, 0
         self._states = {self.t0: x0}
 
     def __call__(self, times) -> list:
@@ -402,13 +403,13 @@ class ReferencePath:
             raise ValueError(f"the reference path starts at t0={self.t0!r}; t={missing[0]!r} lies before it")
         anchor = max((t for t in self._states if self.problem.rho(t) < first), key=self.problem.rho)
         result = reference_solve(self.problem, self._states[anchor], anchor, missing[-1], ts=missing,
-                                 **dict(dict(error_estimate=True), **self.options))
+                                 **{"error_estimate": True, **self.options})
         if not result.success:
             raise RuntimeError(f"the reference solve failed at t={result.t_reached!r}: {result.message}")
         self._states.update(zip(missing, result.xs))
         self.nfe += result.nfe
-        estimate = result.error_estimate
-        self.floor = max(self.floor, estimate) if estimate is not None else self.floor
+        if result.error_estimate is not None:
+            self.floor = result.error_estimate if self.floor is None else max(self.floor, result.error_estimate)
 
     def describe(self) -> dict:
         """The reference_solve options, the model calls made and the floor."""
@@ -658,11 +659,10 @@ def local_order(problem: SemiLinearProblem, solver, x0: torch.Tensor, t0: float,
     expected = solver.order + 1 if expected is None else expected
     floor = ref.floor if floor is None else floor
     stats = np.array([error_statistic(e, statistic) for e in errors])
+    fit = _fit(hs, stats, expected, floor, fit_options)
     return ConvergenceResult(solver=_label(solver, name), kind="local", start="exact", hs=hs, errors=stats,
-                             sample_errors=np.stack(errors), nfe=np.array(nfes), fit=_fit(hs, stats, expected, floor,
-                                                                                           fit_options),
-                             expected=expected, statistic=_statistic_name(statistic), floor=floor,
-                             reference=ref.describe())
+                             nfe=np.array(nfes), fit=fit, expected=expected, statistic=_statistic_name(statistic),
+                             floor=floor, sample_errors=np.stack(errors), reference=ref.describe())
 
 
 def _one_step(problem, solver, ref, past, s, t, k):

@@ -13,13 +13,13 @@ reduction on these problems (docs/convergence.md says why), so every order is th
 import matplotlib
 import numpy as np
 import pytest
-import torch
 
 from expsolver.convergence import (ReferencePath, assert_order, fit_order, global_order, local_order,
                                    work_precision)
-from expsolver.solvers import REGISTRY, DPMSolverSinglestep, Solver, Step
+from expsolver.solvers import REGISTRY, DPMSolverSinglestep, Solver, Step, UniPC
 
-from semilinear_problems import PROBLEMS, allen_cahn, allen_cahn_states
+from semilinear_problems import (PROBLEMS, advection_diffusion, advection_diffusion_states, allen_cahn,
+                                 allen_cahn_states)
 
 T_END = 1.0
 COUNTS = (32, 64, 128, 256, 512, 1024)
@@ -76,6 +76,14 @@ def test_the_warm_up_caps_the_order_and_exact_values_restore_it(allen_cahn_setup
                               reference=reference, name=name)
         assert result.start == start
         assert_order(result, expected)
+
+
+def test_a_fifth_order_method_starts_with_substeps():
+    """UniPC-4 (order 5) needs starting values of O(h^5): the third-order singlestep start takes ceil(n^(1/3))
+    substeps per start interval, and the method shows order 5 without a reference for its start."""
+    problem, x0 = advection_diffusion(), advection_diffusion_states()
+    solver = UniPC(4, "bh2", True, lower_order_final=False)
+    assert_order(global_order(problem, solver, x0, 0.0, T_END, (32, 64, 128, 256)), 5)
 
 
 class _OverClaiming(Solver):

@@ -1,4 +1,4 @@
-"""Empirical orders of every registered solver (DESIGN.md Sec. 4), in float64 with fixed seeds.
+"""Empirical orders of every registered solver, in float64 with fixed seeds.
 
 The protocol (problem, reference, error statistic, step ranges, floors, exact starting values of multistep
 rules) is :mod:`analysis.verification`, the same code that produces the orders of ``paper_figs/summary.json``; it
