@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["phi", "phis"]
+__all__ = ["phi", "phis", "phi_matrices"]
 
 _SERIES_RADIUS = 2.0
 _SERIES_TERMS = 30
@@ -141,3 +141,53 @@ def _series(k: int, z):
 def _inv_factorial(j: int) -> float:
     """``1 / j!`` (tabulated; the same value as ``1.0 / math.factorial(j)``)."""
     return _INV_FACTORIAL[j] if j < len(_INV_FACTORIAL) else 1.0 / math.factorial(j)
+
+
+def phi_matrices(max_k: int, A: torch.Tensor) -> list[torch.Tensor]:
+    """Return ``[phi_0(A), ..., phi_max_k(A)]`` of a square matrix ``A`` (float64).
+
+    The phi-functions of a matrix are those of the module docstring with ``z`` replaced by ``A``:
+    ``phi_k(A) = int_0^1 e^{(1-u) A} u^{k-1} / (k-1)! du`` (k >= 1), ``phi_0(A) = e^A``. The recurrence
+    ``phi_{k+1}(A) = A^{-1} (phi_k(A) - I/k!)`` fails for singular or ill-conditioned ``A`` (a Neumann Laplacian has
+    the eigenvalue 0), so all of them come from one exponential of the augmented block matrix of size
+    ``(max_k + 1) d``,
+
+        W = [[A, I, 0, ..., 0],
+             [0, 0, I, ..., 0],
+             ...
+             [0, 0, 0, ..., I],
+             [0, 0, 0, ..., 0]],        exp(W) = [[phi_0(A), phi_1(A), ..., phi_max_k(A)], [0, ...], ...],
+
+    whose first block row holds them (Saad 1992, Prop. 2.1; Al-Mohy & Higham 2011, Thm. 2.1; Hochbruck &
+    Ostermann 2010, Sec. 2.1). The exponential is :func:`torch.linalg.matrix_exp` (scaling and squaring with
+    optimised Taylor polynomials, Bader, Blanes & Casas 2019) in float64; it needs no spectral decomposition, so
+    non-normal ``A`` are as accurate as symmetric ones.
+
+    Parameters
+    ----------
+    max_k : int
+        Highest index, ``>= 0``.
+    A : torch.Tensor, shape (d, d)
+        Finite real matrix.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``max_k + 1`` float64 tensors of shape ``(d, d)`` on ``A``'s device.
+    """
+    if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 0:
+        raise ValueError(f"max_k must be an int >= 0, got {max_k!r}")
+    if not isinstance(A, torch.Tensor) or A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be a square 2-D tensor, got "
+                         f"{tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__}")
+    A = A.detach().to(torch.float64)
+    if not bool(torch.isfinite(A).all()):
+        raise ValueError("A must be finite")
+    d = A.shape[0]
+    W = torch.zeros((max_k + 1) * d, (max_k + 1) * d, dtype=torch.float64, device=A.device)
+    W[:d, :d] = A
+    eye = torch.eye(d, dtype=torch.float64, device=A.device)
+    for k in range(max_k):
+        W[k * d:(k + 1) * d, (k + 1) * d:(k + 2) * d] = eye
+    top = torch.linalg.matrix_exp(W)[:d]
+    return [top[:, k * d:(k + 1) * d].clone() for k in range(max_k + 1)]

@@ -124,6 +124,15 @@ class MultistepSolver(Solver):
     def init(self, problem, x):
         return []
 
+    def init_history(self, problem, x, history):
+        """A state (:meth:`init`) whose history already holds ``history``, a list of ``(rho_i, N_i)`` at times
+        before ``x``'s (most recent last): starting values computed elsewhere, e.g. from exact states
+        (:mod:`expsolver.convergence`). No model call; the next :meth:`step` appends ``N`` at ``x`` and, having the
+        full history, can take a step of full order."""
+        state = self.init(problem, x)
+        state.extend(history)
+        return state
+
     def plan(self, timesteps, problem=None) -> list:
         ts = [float(t) for t in timesteps]
         orders = multistep_orders(self.steps_order, len(ts) - 1, self.lower_order_final, self.lower_order_final_below)
