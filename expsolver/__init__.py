@@ -8,8 +8,9 @@ the semi-linear problem layer and the registry of named solver configurations.
 from .gmm import GaussianMixture
 from .grids import SKIP_TYPES, check_grid, time_grid
 from .models import ModelWrapper
-from .phi import phi, phis
-from .problems import BernoulliETDProblem, DiffusionODE, SemiLinearProblem, StepCoefficients
+from .phi_functions import phi, phis
+from . import convergence
+from .problems import BernoulliETDProblem, DiffusionODE, SemiLinearODE, SemiLinearProblem, StepCoefficients
 from .optimize import OptimizedGrid, optimize_timesteps
 from .reference import ReferenceResult, reference_solve
 from .driver import Solution, integrate
@@ -27,9 +28,9 @@ __all__ = [
     "GaussianMixture",
     "sample", "SampleResult", "integrate", "Solution", "AdaptiveController", "Solver", "MultistepSolver", "Step",
     "reference_solve", "ReferenceResult",
-    "ModelWrapper", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "StepCoefficients",
+    "ModelWrapper", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE", "BernoulliETDProblem", "StepCoefficients",
     "phi", "phis", "time_grid", "check_grid", "SKIP_TYPES",
     "REGISTRY", "SolverConfig",
     "optimize_timesteps", "OptimizedGrid",
-    "reverse_sde_sample", "BrownianPath", "SDE_REGISTRY", "ReverseDiffusionSDE",
+    "reverse_sde_sample", "BrownianPath", "SDE_REGISTRY", "ReverseDiffusionSDE", "convergence",
 ]

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from ._validation import check_finite_array, check_float, check_int
-from .phi import phis
+from .phi_functions import phis
 
 __all__ = ["NoiseSource", "GeneratorNoise", "TensorNoise", "BrownianPath", "noise_source", "check_generator",
            "exp_weighted_variance", "refine", "VARIABLES"]

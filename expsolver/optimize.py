@@ -65,7 +65,7 @@ import torch
 from ._validation import check_bool, check_int, check_positive_float, check_state
 from .grids import SKIP_TYPES, check_grid, time_grid
 from .models import ModelWrapper
-from .phi import phis
+from .phi_functions import phis
 from .problems import SemiLinearProblem, StepCoefficients
 from .reference import reference_solve
 from .driver import integrate
@@ -211,7 +211,7 @@ def grid_error(x, ref, weights=None) -> dict:
 
 
 class _Phis(torch.autograd.Function):
-    """``[phi_1(z), ..., phi_n(z)]`` of a 0-dim float64 tensor ``z``, evaluated by :func:`expsolver.phi.phis` on
+    """``[phi_1(z), ..., phi_n(z)]`` of a 0-dim float64 tensor ``z``, evaluated by :func:`expsolver.phi_functions.phis` on
     the float (one source of the values) with the derivative ``phi_k'(z) = phi_k(z) - k phi_{k+1}(z)`` (from
     ``phi_k(z) = int_0^1 e^{(1-u) z} u^{k-1}/(k-1)! du``). Much cheaper than differentiating the 30-term series."""
 

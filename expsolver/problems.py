@@ -42,7 +42,7 @@ from ._buffers import BufferPool
 from ._validation import check_choice, check_float
 from .models import ModelWrapper
 from .schedules import VPSchedule
-from .phi import phi_matrices, phis
+from .phi_functions import phi_matrices, phis
 
 __all__ = ["StepCoefficients", "PhiCombination", "MatrixCoefficient", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE",
            "BernoulliETDProblem", "PREDICTIONS", "combine"]
@@ -344,11 +344,11 @@ class SemiLinearODE(SemiLinearProblem):
     Over a step ``s -> t`` (``h = t - s``) formula (*) is ``x_t = e^{h L} x_s + int_0^h e^{(h-u) L} N du``:
     ``linear = e^{h L}``, ``scale = 1``, ``z = L`` and the integrals ``I_j = h^{j+1} phi_{j+1}(h L)``.
 
-    * scalar ``L``: floats (:func:`expsolver.phi.phis`);
+    * scalar ``L``: floats (:func:`expsolver.phi_functions.phis`);
     * diagonal ``L`` (1-D tensor of length ``d``): tensors of shape ``(d,)``, broadcast against the state's last
       dimension;
     * dense ``L`` (2-D ``(d, d)`` tensor, acting on the state's last dimension, ``x @ L^T``): every
-      ``phi_k(h L)`` from one exponential of an augmented block matrix (:func:`expsolver.phi.phi_matrices`) in
+      ``phi_k(h L)`` from one exponential of an augmented block matrix (:func:`expsolver.phi_functions.phi_matrices`) in
       float64, cached per step size (the float steps of a uniform grid take a handful of distinct values);
       ``linear`` and the integrals are :class:`PhiCombination` and ``z`` a :class:`MatrixCoefficient`, so that every
       solver runs unchanged.

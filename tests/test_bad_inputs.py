@@ -102,12 +102,6 @@ def _integrate_problem_str():
     return integrate("not a problem", rule, [Step(0, 1.0, 0.5, 1)], X)
 
 
-def _xfail(reason):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-XFAIL_PROBLEMS = _xfail("expsolver/problems.py: BernoulliETDProblem converts L with torch.as_tensor unchecked")
-XFAIL_ABSTRACT = _xfail("expsolver/problems.py: SemiLinearProblem does not declare its methods abstract")
 P = pytest.param
 BAD_INPUTS = [
     # -- schedules ---------------------------------------------------------------------------------------------
@@ -404,8 +398,8 @@ BAD_INPUTS = [
     P(lambda: BernoulliETDProblem([[-1.0]]), ValueError, "L", id="bernoulli-L-2d"),
     P(lambda: BernoulliETDProblem([-1.0], c="a"), TypeError, "c must", id="bernoulli-c-str"),
     P(lambda: BernoulliETDProblem([-1.0], c=math.nan), ValueError, "c must", id="bernoulli-c-nan"),
-    P(lambda: BernoulliETDProblem("abc"), TypeError, "L", id="bernoulli-L-str", marks=XFAIL_PROBLEMS),
-    P(lambda: _Incomplete(), TypeError, "nonlinear", id="semilinear-subclass-incomplete", marks=XFAIL_ABSTRACT),
+    P(lambda: BernoulliETDProblem("abc"), TypeError, "L", id="bernoulli-L-str"),
+    P(lambda: _Incomplete(), TypeError, "nonlinear", id="semilinear-subclass-incomplete"),
     P(lambda: DPMSolverMultistep(5), ValueError, "order", id="rule-multistep-order-5"),
     P(lambda: DPMSolverMultistep(2, coefficients="exact"), ValueError, "coefficients",
       id="rule-multistep-coefficients"),

@@ -18,7 +18,7 @@ import scipy.linalg
 import torch
 
 from expsolver import integrate, reference_solve
-from expsolver.phi import phi_matrices, phis
+from expsolver.phi_functions import phi_matrices, phis
 from expsolver.problems import (BernoulliETDProblem, MatrixCoefficient, PhiCombination, SemiLinearODE,
                                 SemiLinearProblem, combine)
 from expsolver.solvers import REGISTRY

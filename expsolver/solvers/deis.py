@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int
-from ..phi import phis
+from ..phi_functions import phis
 from ..problems import combine
 from .base import MultistepSolver, Step
 
