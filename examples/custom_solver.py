@@ -58,22 +58,21 @@ def main():
     import torch
 
     from analysis.targets import verification_target
-    from analysis.verification import VerificationProblem, measure_global_order, measure_local_order
-    from expsolver import VPLinear, optimize_timesteps, sample
+    from expsolver import DiffusionODE, ModelWrapper, VPLinear, optimize_timesteps, sample
+    from expsolver.convergence import global_order, local_order
 
     schedule = VPLinear()
-    target = verification_target()
-    model = target.as_model(schedule)
+    model = verification_target().as_model(schedule)
     x = torch.randn(512, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for solver in (ExponentialHeun(), ExponentialRalston()):
         out = sample(model, schedule, x, steps=10, skip_type="logSNR", solver=solver)
         print(f"{solver.name}: 10 steps, {out.nfe} model calls")
-    vp = VerificationProblem()
-    for solver in (ExponentialHeun(), ExponentialRalston()):
-        for algorithm_type in ("dpmsolver++", "dpmsolver"):
-            local = measure_local_order(vp, solver, algorithm_type).fit
-            glob = measure_global_order(vp, solver, algorithm_type).fit
-            print(f"{solver.name} {algorithm_type}: local order {local.slope:.2f}, global order {glob.slope:.2f}")
+        for prediction in ("data", "noise"):
+            problem = DiffusionODE(schedule, ModelWrapper(model, schedule), prediction)
+            local = local_order(problem, solver, x[:64], 1.0, [0.8 * 2.0 ** (-k / 2) for k in range(17)],
+                                t_step=schedule.lam_inverse_float(0.0))
+            glob = global_order(problem, solver, x[:64], 1.0, 1e-3, [4, 8, 16, 32, 64, 128], stop_below=1e-10)
+            print(f"  {prediction} prediction: {local.summary()}\n  {glob.summary()}")
     grid = optimize_timesteps(model, schedule, x, steps=6, t_start=1.0, t_end=1e-3, solver=ExponentialRalston(),
                               n_train=64, min_per_stratum=8, n_validation=32, max_iter=30, max_time=None)
     print(f"optimised 6-step grid for {grid.label}: test RMS {grid.errors['test']['rms']:.3g} "
