@@ -123,7 +123,7 @@ def integrate(problem, solver, x: torch.Tensor, timesteps, *, callback=None, ret
         try:
             x = solver.step(problem, x, step, state)
         except (ModelOutputError, ModelAutogradError) as error:  # say which step (the model holds no step index)
-            raise type(error)(f"{error} (step {step.index})") from None
+            raise type(error)(f"{error} (step {step.index})") from error.__cause__
         record(x, step.index, step.t)
     ts = np.array([_as_float(plan[0].s)] + [_as_float(step.t) for step in plan]) if plan else np.array([])
     return Solution(x, problem.nfe - nfe_before, ts, [step.order for step in plan], record.intermediates)
@@ -187,7 +187,7 @@ def _integrate_adaptive(problem, solver, x, control: AdaptiveController, record)
         try:
             x_high, x_low = solver.embedded_step(problem, x, Step(index, s, t, order), state)
         except (ModelOutputError, ModelAutogradError) as error:
-            raise type(error)(f"{error} (step {index})") from None
+            raise type(error)(f"{error} (step {index})") from error.__cause__
         err = control.error(x_high, x_low, x_prev)
         if not math.isfinite(err):
             raise NonFiniteStateError(f"adaptive step {index} at t={s:.6g} produced a non-finite error estimate")
