@@ -168,7 +168,7 @@ class RaceCurve:
 @result_type
 @dataclass
 class RaceResult:
-    """Everything the race figure and the README numbers are made of (see the module docstring)."""
+    """Everything the race figure and its tables are made of (see the module docstring)."""
 
     target: str
     config: dict

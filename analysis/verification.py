@@ -39,7 +39,7 @@ problem and the step range are chosen so that every declared order is reached ab
   expected order.
 
 The official third-order multistep (``DPM-Solver-3M-official``) is registered with order 2: its measured orders
-(2 global, 3 local) document the defect of the official implementation (README).
+(2 global, 3 local) document the defect of the official implementation (docs/official-differences.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Denoising score matching (seed eqs. (5), (6)): Monte-Carlo losses, the irreducible value, a small MLP.
+"""Denoising score matching (Vincent 2011; Ho et al. 2020 eq. (14)): Monte-Carlo losses, the irreducible value, a small MLP.
 
 The losses
 ----------

@@ -20,7 +20,7 @@ Problems here:
 
 * :class:`SemiLinearODE`: a user's ``dx/dt = L x + N(x, t)`` in ``rho = t`` with ``z = L`` scalar, diagonal or
   dense (classical exponential time differencing, Cox & Matthews 2002; Hochbruck & Ostermann 2010).
-* :class:`DiffusionODE`: the probability-flow ODE (DPM-Solver eq. (2.4); seed eq. (8)) in ``rho = lam``.
+* :class:`DiffusionODE`: the probability-flow ODE (DPM-Solver eq. (2.4)) in ``rho = lam``.
   Noise form (DPM-Solver eq. (3.4), seed (16)): ``N = eps_theta``, ``linear = alpha_t/alpha_s``,
   ``scale = -sigma_t``, ``z = 1``. Data form (DPM-Solver++ eq. (9)): ``N = x0_theta``,
   ``linear = sigma_t/sigma_s``, ``scale = alpha_t``, ``z = -1``.

@@ -20,7 +20,7 @@ Two call forms of :func:`reference_solve`:
 The probability-flow ODE
 ------------------------
 For a VP schedule ``x_t = alpha_t x_0 + sigma_t eps`` and a noise-prediction model ``eps(x, t)`` the
-probability-flow ODE is (DPM-Solver eq. (2.3); seed eq. (8))
+probability-flow ODE is (DPM-Solver eq. (2.3))
 
     dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t),       f = d log alpha_t / dt,  g^2 = -2 sigma_t^2 d lam_t / dt,
 

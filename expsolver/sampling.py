@@ -123,7 +123,7 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=No
         official code). Not with ``timesteps``.
     algorithm_type : {"dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"}
         Data prediction (DPM-Solver++) or noise prediction (DPM-Solver). The ``sde-`` variants solve the reverse
-        SDE (seed eq. (7)) with SDE-DPM-Solver++ / SDE-DPM-Solver (:mod:`expsolver.solvers.sde`): only
+        SDE (Song et al. 2021 eq. (6)) with SDE-DPM-Solver++ / SDE-DPM-Solver (:mod:`expsolver.solvers.sde`): only
         ``method="multistep"``, ``order`` 1 or 2, no ``compat``; random numbers from ``generator`` or ``noise``.
     solver_type : {"dpmsolver" (default), "taylor"}
     lower_order_final : bool

@@ -1,4 +1,4 @@
-"""Reverse-SDE baselines in ``t``: Euler-Maruyama and the DDPM ancestral step (seed eq. (7)).
+"""Reverse-SDE baselines in ``t``: Euler-Maruyama and the DDPM ancestral step (Song et al. 2021 eq. (6)).
 
 The exponential SDE solvers (SDE-DPM-Solver++, SDE-DPM-Solver) run through :func:`expsolver.sample` with
 ``algorithm_type="sde-dpmsolver++"`` / ``"sde-dpmsolver"``; this module is the front door of the classical
@@ -26,7 +26,7 @@ def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=No
                        skip_type=None, timesteps=None, generator=None, noise=None, model_type="noise",
                        time_input="continuous", denoise_to_zero=False, return_intermediates=False,
                        check_finite=True, **kwargs) -> SampleResult:
-    """Sample by discretising the reverse SDE (seed eq. (7)) from ``t_start`` down to ``t_end``.
+    """Sample by discretising the reverse SDE (Song et al. 2021 eq. (6)) from ``t_start`` down to ``t_end``.
 
     ``dx = [f(t) x + g^2(t)/sigma_t eps_theta(x, t)] dt + g(t) dw_bar``:
 

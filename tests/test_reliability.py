@@ -107,7 +107,7 @@ def test_default_dtype_does_not_change_float64_results():
             assert torch.equal(a[key], b[key]), key
 
 
-FLOAT32_FLOOR = 3e-6  # median per-sample L2 error; measured plateau 5e-7 .. 1.4e-6 for |x| ~ 1 (see README)
+FLOAT32_FLOOR = 3e-6  # median per-sample L2 error; measured plateau 5e-7 .. 1.4e-6 for |x| ~ 1 (see docs/reliability.md)
 PRECISION_NFES = (10, 20, 40, 80, 160, 320, 640)
 PRECISION_RUNS = [dict(method="multistep", order=2), dict(method="multistep", order=3),
                   dict(method="singlestep", order=3), dict(method="multistep", order=3, algorithm_type="dpmsolver")]

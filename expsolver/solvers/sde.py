@@ -3,7 +3,7 @@ Euler-Maruyama and the DDPM ancestral step.
 
 The reverse SDE and its variation-of-constants form
 ---------------------------------------------------
-The reverse SDE (seed eq. (7); Song et al. 2021 eq. (6)), integrated from ``t_start`` down to ``t_end``, is
+The reverse SDE (Song et al. 2021 eq. (6)), integrated from ``t_start`` down to ``t_end``, is
 
     dx = [f(t) x + g^2(t)/sigma_t eps_theta(x, t)] dt + g(t) dw_bar,     f = dlog alpha/dt, g^2 = -2 sigma^2 dlam/dt.
 
@@ -91,7 +91,7 @@ SDE_MAX_ORDER = 2
 
 
 class ReverseDiffusionSDE(DiffusionODE):
-    """The reverse diffusion SDE (seed eq. (7)) in ``rho = lam``: drift part in semi-linear form plus exact noise.
+    """The reverse diffusion SDE (Song et al. 2021 eq. (6)) in ``rho = lam``: drift part in semi-linear form plus exact noise.
 
     Same ``rho``, ``nonlinear`` (``eps`` or ``x0``) and cached ``point`` as :class:`~expsolver.DiffusionODE`; the
     step numbers differ (module docstring):
@@ -323,12 +323,12 @@ def _register_sde_solvers():
                              lower_order_final=False),
                 strong_order=1.0, weak_order=float(order), noise_variable="lam", noise_rate=rate,
                 prediction=prediction,
-                note="the last formula of the seed notes" if (order == 1 and prediction == "data") else ""))
+                note="SDE-DPM-Solver++1 (Lu et al. 2022b)" if (order == 1 and prediction == "data") else ""))
     _register(SDESolverConfig(
         name="Euler-Maruyama", entry="reverse_sde_sample", options=dict(scheme="euler_maruyama"),
         strong_order=1.0, weak_order=1.0, noise_variable="t", noise_rate=0.0,
         prediction="noise",
-        note="seed eq. (7) discretised in t (the slow DDPM-style baseline)"))
+        note="the reverse SDE (Song et al. 2021 eq. (6)) discretised in t (the slow DDPM-style baseline)"))
     _register(SDESolverConfig(
         name="DDPM-ancestral", entry="reverse_sde_sample", options=dict(scheme="ddpm_ancestral"),
         strong_order=1.0, weak_order=1.0, noise_variable="lam", noise_rate=-1.0,
