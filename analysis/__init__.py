@@ -1,6 +1,6 @@
 """Studies that produce data: local and global error, order estimation, work-precision, results I/O.
 
-Layering (DESIGN.md Sec. 3): ``expsolver`` <- ``analysis`` <- ``paper_figs``. Nothing here plots except
+Layering (docs/design.md): ``expsolver`` <- ``analysis`` <- ``paper_figs``. Nothing here plots except
 :mod:`analysis.style` (``from analysis.style import style``), which imports matplotlib lazily.
 """
 

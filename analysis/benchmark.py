@@ -12,8 +12,13 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    16-D four-component full-covariance mixture of :func:`analysis.targets.target_16d`, 10,000 samples, 20 steps,
    DPM-Solver++ (data prediction) multistep order 3 and singlestep (DPM-Solver-fast) order 3, float64 and float32,
    the linear schedule and a discrete one (1000 betas ``linspace(1e-4, 0.02)``), 1 thread and all cores.
-   Reference point (issue #7): the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
-   its own work in float64 at one thread.
+   Reference point: the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
+   its own work in float64 at one thread. The same cells also time the model-buffer protections
+   (:class:`expsolver.models.ModelGuard`, part of the sampler's own work) on their own: the guard's work for the
+   run's calls as a well-behaved model costs it (the initial state copied once; per call the input's version
+   counter read twice and the output's reference and storage counts checked), and the one state copy per call
+   that a model sharing its buffers costs on top, each as a fraction of model time (target: protections under
+   :data:`TARGET_PROTECTION` of model time).
 2. **Oracle throughput.** Exact eps evaluations per second at one time for the whole batch (what samplers pass)
    for a few ``(N, d, K)`` up to ``100,000 x 64 x 16``, against :func:`naive_eps`, a straightforward
    per-component implementation written here as the baseline (one Cholesky factorisation and solve per component
@@ -26,8 +31,9 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    :func:`expsolver.reference_solve` reaches ``1e-9`` in at most 600 RHS evaluations.
 4. **End to end.** Wall time of the figure run from scratch (``python -m paper_figs``, into a fresh temporary
    folder, so no cached study is reused): its ``--quick`` run by default (``--figs full`` for the full run, which
-   alone takes several minutes on 2 cores; ``--figs skip``), and with ``--with-tests`` of
-   ``python -m pytest -q -m "not slow"``.
+   alone takes several minutes on 2 cores; ``--figs skip``), with ``--with-tests`` of the whole test suite
+   (``python -m pytest -q -n auto``), and with ``--scaling`` of the parallel runs on one and on several workers
+   (:func:`scaling_rows`).
 
 The whole default run takes about three minutes on an otherwise idle 2-core machine.
 """
@@ -52,17 +58,20 @@ import numpy as np
 import torch
 
 from expsolver import GaussianMixture, VPDiscrete, VPLinear, reference_solve, sample
+from expsolver.models import ModelGuard
 
 from .results import provenance, result_type, save_result
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "OverheadRow", "OracleRow", "ReferenceRow", "DefaultReferenceCheck",
            "EndToEndRow", "config_for", "run_benchmark", "naive_eps", "machine_info", "markdown", "main",
-           "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD"]
+           "protection_times", "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD", "TARGET_PROTECTION"]
 
-#: Fraction of model time the official implementation spends on its own work (issue #7; float64, 1 thread).
+#: Fraction of model time the official implementation spends on its own work (float64, 1 thread).
 OFFICIAL_OVERHEAD = {"linear": 0.07, "discrete": 0.23}
-#: The acceptance target of issue #7 for float64 (linear and discrete schedules).
+#: The overhead target for float64 (linear and discrete schedules).
 TARGET_OVERHEAD = 0.05
+#: Largest fraction of model time the model-buffer protections may cost (float64, 1 thread).
+TARGET_PROTECTION = 0.01
 ACCURACY = 1e-9
 REFERENCE_NFE_BUDGET = 600
 DISCRETE_BETAS = (1e-4, 0.02, 1000)  # np.linspace arguments
@@ -96,10 +105,11 @@ class BenchmarkConfig:
     reference_truth_tol: float
     figs: str
     with_tests: bool
+    scaling: bool = False
 
 
 def config_for(quick: bool, *, seed: int = 0, repeats: int | None = None, threads=None, figs: str = "quick",
-               with_tests: bool = False) -> BenchmarkConfig:
+               with_tests: bool = False, scaling: bool = False) -> BenchmarkConfig:
     """The full configuration (acceptance sizes) or the ``--quick`` one (seconds; used by the test)."""
     threads = tuple(threads) if threads else ((1,) if quick else _default_threads())
     if quick:
@@ -107,13 +117,15 @@ def config_for(quick: bool, *, seed: int = 0, repeats: int | None = None, thread
             quick=True, seed=seed, repeats=repeats or 2, threads=threads, overhead_samples=256, overhead_steps=20,
             overhead_dtypes=("float64", "float32"), oracle_grid=((1_000, 2, 6), (1_000, 16, 4)),
             reference_samples=32, reference_targets=("2d",), reference_methods=(("torchdiffeq", "dopri5"),),
-            reference_variables=("lambda",), reference_truth_tol=1e-11, figs=figs, with_tests=with_tests)
+            reference_variables=("lambda",), reference_truth_tol=1e-11, figs=figs, with_tests=with_tests,
+            scaling=scaling)
     return BenchmarkConfig(
         quick=False, seed=seed, repeats=repeats or 5, threads=threads, overhead_samples=10_000, overhead_steps=20,
         overhead_dtypes=("float64", "float32"),
         oracle_grid=((10_000, 2, 6), (10_000, 16, 4), (100_000, 16, 4), (10_000, 64, 16), (100_000, 64, 16)),
         reference_samples=1_000, reference_targets=("2d", "16d"), reference_methods=REFERENCE_METHODS,
-        reference_variables=("lambda", "t"), reference_truth_tol=1e-13, figs=figs, with_tests=with_tests)
+        reference_variables=("lambda", "t"), reference_truth_tol=1e-13, figs=figs, with_tests=with_tests,
+        scaling=scaling)
 
 
 def _default_threads() -> tuple:
@@ -145,6 +157,12 @@ class OverheadRow:
     oracle_times: list = field(default_factory=list)
     sample_cpu_times: list = field(default_factory=list)
     oracle_cpu_times: list = field(default_factory=list)
+    protection_s: float = math.nan  # the model-buffer protections for these calls (median wall time)
+    protection_ratio: float = math.nan  # protection_s / oracle_s
+    copy_s: float = math.nan  # one state copy per call: the extra price of a model that shares its buffers
+    copy_ratio: float = math.nan  # copy_s / oracle_s
+    protection_times: list = field(default_factory=list)
+    copy_times: list = field(default_factory=list)
 
 
 @result_type
@@ -316,6 +334,34 @@ def _wall_and_cpu(fn) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def protection_times(calls: list, history: int = 3) -> tuple[float, float]:
+    """Wall times of the model-buffer protections for the recorded model inputs ``calls`` (``[(x, t), ...]``).
+
+    Returns ``(guard_s, copy_s)``: ``guard_s`` runs :class:`expsolver.models.ModelGuard` exactly as
+    :class:`expsolver.models.ModelWrapper` does around each call, for a model that returns a new tensor (the
+    first input copied; the input's version counter read before and after every call; every output kept, its
+    reference and storage counts checked and its memory compared with the ``history`` outputs still held, as a
+    multistep history holds them). ``copy_s`` is one copy of the state per call, what a model that returns a
+    buffer it keeps or modifies its input costs on top. The outputs are allocated before the clock starts."""
+    where = lambda: "in the benchmark"  # noqa: E731 - only for error messages
+    outputs = [torch.empty_like(x) for x, _ in reversed(calls)]
+    guard, held = ModelGuard(), []
+    start = time.perf_counter()
+    for x, _ in calls:
+        x_in, version = guard.model_input(x)
+        guard.check_input(x, x_in, version, where)
+        out = outputs.pop()  # now held by this local only, as a model's fresh output
+        held.append(guard.keep(out, x, where))
+        del held[:-history]
+    guard_s = time.perf_counter() - start
+    if guard.output_copies:
+        raise RuntimeError(f"the protections copied {guard.output_copies} fresh outputs: not the timed path")
+    start = time.perf_counter()
+    for x, _ in calls:
+        x.clone()
+    return guard_s, time.perf_counter() - start
+
+
 def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method: str, options: dict,
                   dtype: torch.dtype, threads: int, n: int, steps: int, repeats: int, seed: int) -> OverheadRow:
     """One cell of section 1 (see the module docstring)."""
@@ -340,22 +386,29 @@ def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method
 
         run_sampler()
         run_oracle()  # warm-up (parameter caches, workspaces, allocator)
-        sample_times, oracle_times, sample_cpu, oracle_cpu = [], [], [], []
-        for _ in range(repeats):  # alternate, so that a change of machine load affects both
+        protection_times(calls)
+        sample_times, oracle_times, sample_cpu, oracle_cpu, guard_times, copy_times = [], [], [], [], [], []
+        for _ in range(repeats):  # alternate, so that a change of machine load affects all
             wall, cpu = _wall_and_cpu(run_sampler)
             sample_times.append(wall)
             sample_cpu.append(cpu)
             wall, cpu = _wall_and_cpu(run_oracle)
             oracle_times.append(wall)
             oracle_cpu.append(cpu)
+            guard_s, copy_s = protection_times(calls)
+            guard_times.append(guard_s)
+            copy_times.append(copy_s)
     sample_s, oracle_s = _median(sample_times), _median(oracle_times)
+    guard_s, copy_s = _median(guard_times), _median(copy_times)
     return OverheadRow(schedule=schedule_name, method=method, options=dict(options),
                        dtype=str(dtype).replace("torch.", ""),
                        threads=threads, n=n, d=mixture.d, K=mixture.K, steps=steps, nfe=result.nfe,
                        sample_s=sample_s, oracle_s=oracle_s, ratio=sample_s / oracle_s,
                        cpu_ratio=_median(sample_cpu) / max(_median(oracle_cpu), 1e-12),
                        overhead_per_nfe_us=1e6 * sample_s / result.nfe, sample_times=sample_times,
-                       oracle_times=oracle_times, sample_cpu_times=sample_cpu, oracle_cpu_times=oracle_cpu)
+                       oracle_times=oracle_times, sample_cpu_times=sample_cpu, oracle_cpu_times=oracle_cpu,
+                       protection_s=guard_s, protection_ratio=guard_s / oracle_s, copy_s=copy_s,
+                       copy_ratio=copy_s / oracle_s, protection_times=guard_times, copy_times=copy_times)
 
 
 def overhead_section(cfg: BenchmarkConfig, progress=print) -> list:
@@ -368,7 +421,7 @@ def overhead_section(cfg: BenchmarkConfig, progress=print) -> list:
                     row = overhead_case(mixture, schedule, schedule_name, method, options, getattr(torch, dtype_name),
                                         threads, cfg.overhead_samples, cfg.overhead_steps, cfg.repeats, cfg.seed)
                     progress(f"  overhead {schedule_name:8s} {method:10s} {dtype_name} threads={threads}: "
-                             f"{100 * row.ratio:.1f} %")
+                             f"{100 * row.ratio:.1f} % (protections {100 * row.protection_ratio:.2f} %)")
                     rows.append(row)
     return rows
 
@@ -583,14 +636,43 @@ def end_to_end_section(cfg: BenchmarkConfig, progress=print, timeout: float = 18
             progress(f"  running {' '.join(args[1:])} ...")
             rows.append(_run_command("figures" + (" (--quick)" if cfg.figs == "quick" else " (full)"), args, timeout,
                                      note))
+    if cfg.scaling:
+        rows += scaling_rows(progress, timeout)
     if cfg.with_tests:
-        progress("  running the test suite (not slow) ...")
-        rows.append(_run_command("test suite (-m 'not slow')",
-                                 [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"],
+        progress("  running the test suite (the README's command) ...")
+        rows.append(_run_command("test suite (all tests, -n auto)",
+                                 [sys.executable, "-m", "pytest", "-q", "-n", "auto", "-p", "no:cacheprovider"],
                                  timeout))
     else:
-        rows.append(EndToEndRow("test suite (-m 'not slow')", "python -m pytest -q -m 'not slow'", None, None,
+        rows.append(EndToEndRow("test suite (all tests, -n auto)", "python -m pytest -q -n auto", None, None,
                                 "not timed (pass --with-tests)"))
+    return rows
+
+
+def scaling_rows(progress=print, timeout: float = 3600.0) -> list:
+    """Wall time of the work that runs as parallel tasks, on one worker and on several: the full figure run with
+    ``--jobs 1`` and with its default (the CPUs available), each into a fresh folder, and the reduced race with
+    ``--jobs 1`` and ``--jobs 2`` (after one untimed-for-the-ratio run that fills the reference cache, so that
+    both timed runs do the same work). The ``note`` of each parallel row holds its speed-up."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="expsolver-bench-scaling-") as out:
+        for name, extra in (("figures (full, --jobs 1)", ["--jobs", "1"]), ("figures (full, default --jobs)", [])):
+            progress(f"  running {name} ...")
+            rows.append(_run_command(name, [sys.executable, "-m", "paper_figs", "--out",
+                                            os.path.join(out, str(len(rows)))] + extra, timeout,
+                                     "fresh output folder"))
+    race = [sys.executable, "-m", "analysis.race", "--size", "reduced"]
+    progress("  running the reduced race once to fill the reference cache ...")
+    rows.append(_run_command("race (reduced), first run: references", race + ["--jobs", "1"], timeout,
+                             "fills the reference cache for the two timed runs"))
+    for jobs in (1, 2):
+        progress(f"  running the reduced race with --jobs {jobs} ...")
+        rows.append(_run_command(f"race (reduced, --jobs {jobs})", race + ["--jobs", str(jobs)], timeout))
+    for serial, parallel in ((0, 1), (3, 4)):
+        a, b = rows[serial].seconds, rows[parallel].seconds
+        if a and b:
+            rows[parallel].note = ((rows[parallel].note + "; ") if rows[parallel].note else "") + \
+                f"speed-up over --jobs 1: {a / b:.2f}x"
     return rows
 
 
@@ -628,6 +710,9 @@ def _notes(overhead, checks) -> list:
         if row.dtype == "float64" and row.threads == 1 and row.ratio > TARGET_OVERHEAD:
             notes.append(f"overhead above the {100 * TARGET_OVERHEAD:g} % target: {row.schedule} {row.method} "
                          f"float64 1 thread ({100 * row.ratio:.1f} %)")
+        if row.dtype == "float64" and row.threads == 1 and row.protection_ratio > TARGET_PROTECTION:
+            notes.append(f"model-buffer protections above the {100 * TARGET_PROTECTION:g} % target: {row.schedule} "
+                         f"{row.method} float64 1 thread ({100 * row.protection_ratio:.2f} %)")
     for check in checks:
         if not check.ok:
             notes.append(f"default reference on {check.target}: {check.nfe} RHS, error {check.error:.2e} "
@@ -643,16 +728,20 @@ def markdown(result: BenchmarkResult) -> str:
         lines += ["## 1. Solver overhead (sample() with a zero-cost model / the same oracle calls)", "",
                   f"n = {result.overhead[0].n}, d = {result.overhead[0].d}, K = {result.overhead[0].K}, "
                   f"{result.overhead[0].steps} steps, DPM-Solver++ order 3; median of {result.config.repeats}. "
-                  f"Official implementation (issue #7, float64, 1 thread): linear "
+                  f"Official implementation (float64, 1 thread): linear "
                   f"{100 * OFFICIAL_OVERHEAD['linear']:g} %, discrete {100 * OFFICIAL_OVERHEAD['discrete']:g} %.", "",
-                  "Overhead = sampler / oracle wall time (medians); CPU = the same ratio of process CPU times.", "",
+                  "Overhead = sampler / oracle wall time (medians); CPU = the same ratio of process CPU times. "
+                  "Protections = the model-buffer protections alone (part of the sampler's time) / oracle time; "
+                  "copies = one state copy per call (the extra price of a model that shares its buffers) / oracle "
+                  f"time. Target for the protections: under {100 * TARGET_PROTECTION:g} %.", "",
                   "| schedule | method | dtype | threads | NFE | sampler (ms) | oracle (ms) | overhead | CPU | "
-                  "per NFE (us) |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "per NFE (us) | protections | copies |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result.overhead:
             lines.append(f"| {r.schedule} | {r.method} | {r.dtype} | {r.threads} | {r.nfe} | {1e3 * r.sample_s:.2f} | "
                          f"{1e3 * r.oracle_s:.1f} | {100 * r.ratio:.1f} % | {100 * r.cpu_ratio:.1f} % | "
-                         f"{r.overhead_per_nfe_us:.0f} |")
+                         f"{r.overhead_per_nfe_us:.0f} | {100 * r.protection_ratio:.3f} % | "
+                         f"{100 * r.copy_ratio:.2f} % |")
         lines.append("")
     if result.oracle:
         lines += ["## 2. Exact-oracle throughput (eps evaluations per second, float64, one time per batch)", "",
@@ -739,7 +828,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figs", choices=("quick", "full", "skip"), default="quick",
                         help="time 'python -m paper_figs --quick' or the full 'python -m paper_figs' (several "
                              "minutes) from scratch, or skip it")
-    parser.add_argument("--with-tests", action="store_true", help="also time 'pytest -q -m \"not slow\"' (long)")
+    parser.add_argument("--with-tests", action="store_true", help="also time the whole test suite, 'pytest -q -n auto' "
+                                                                  "(minutes)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time the full figure run with --jobs 1 and the default, and the reduced race with "
+                             "--jobs 1 and 2 (tens of minutes)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch-profiler table of the float64 linear multistep zero-cost run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial states and random mixtures")
@@ -751,7 +844,7 @@ def main(argv=None) -> BenchmarkResult:
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     cfg = config_for(args.quick, seed=args.seed, repeats=args.repeats, threads=args.threads, figs=args.figs,
-                     with_tests=args.with_tests)
+                     with_tests=args.with_tests, scaling=args.scaling)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     progress(f"machine: {_machine_line(machine_info())}")
     result = run_benchmark(cfg, args.sections, progress)

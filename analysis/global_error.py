@@ -11,7 +11,7 @@ study records, over samples of the per-sample L2 error ``||x - x_ref||_2``:
   (:meth:`GaussianMixture.component` at ``t_end``, the most responsible component);
 * the actual NFE (model calls made) and the largest lambda step ``h_max`` of the grid used.
 
-The global order is the slope of log median error against log ``h_max`` (:func:`analysis.order.fit_order`,
+The global order is the slope of log median error against log ``h_max`` (:func:`expsolver.convergence.fit_order`,
 automatically chosen window); a solver of order ``k`` shows ``k``, i.e. the error falls like ``NFE^-k``.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from expsolver import REGISTRY, GaussianMixture, VPSchedule, sample
+from expsolver.convergence import sample_errors
 
 from .order import OrderFit, fit_order
 from .results import ResultStore, cached_reference, provenance, result_type
@@ -140,8 +141,9 @@ class GlobalErrorStudy:
 
 
 def error_statistics(x: torch.Tensor, x_ref: torch.Tensor, target=None, schedule=None, t_end=None) -> dict:
-    """Per-sample L2 errors summarised: rms, median, p90, p99, max, and mode switches (if ``target`` is given)."""
-    err = (x - x_ref).reshape(x.shape[0], -1).norm(dim=1).detach().cpu().numpy().astype(np.float64)
+    """Per-sample L2 errors (:func:`expsolver.convergence.sample_errors`) summarised: rms, median, p90, p99, max, and
+    mode switches (if ``target`` is given)."""
+    err = sample_errors(x, x_ref)
     out = dict(rms=float(np.sqrt(np.mean(err**2))), median=float(np.median(err)),
                p90=float(np.percentile(err, 90)), p99=float(np.percentile(err, 99)), max=float(err.max()))
     if target is not None:

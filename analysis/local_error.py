@@ -1,18 +1,18 @@
 """Local-error study: one step of size ``h`` from the exact state, for a geometric range of ``h``.
 
 For a solver configuration (any :data:`expsolver.REGISTRY` entry), a target, a schedule and a starting half
-log-SNR ``lam_s`` (DESIGN.md Sec. 4):
+log-SNR ``lam_s``:
 
 1. draw ``x`` from the exact marginal ``q_{t_start}`` (fixed seed) and integrate the probability-flow ODE with a
    high-accuracy reference (SciPy DOP853, rtol = atol = 1e-12, in ``lam``) through every time needed, once for
    all solvers: ``lam_s``, ``lam_s + h`` and, for multistep rules, the history points ``lam_s - j h``;
-2. take one step ``lam_s -> lam_s + h`` from the reference state ``x_ref(lam_s)``: a singlestep rule through
-   ``rule.step``; a multistep rule through ``rule.update`` with the *exact* history
+2. take one step ``lam_s -> lam_s + h`` from the reference state ``x_ref(lam_s)`` with
+   :func:`expsolver.convergence.local_order`: a multistep rule gets the *exact* history
    ``[(lam_s - j h, N(x_ref(lam_s - j h)))]`` (so its error is the local truncation error alone, not warm-up);
-3. the per-sample error is ``||x_step - x_ref(lam_s + h)||_2``; the statistics over samples are the median (the
-   robust one used for the slope: samples near mode boundaries make RMS slopes erratic), the RMS and the 90th
-   percentile;
-4. the slope of log median error against log ``h`` is fitted by :func:`analysis.order.fit_order` over its
+3. the per-sample error is ``||x_step - x_ref(lam_s + h)||_2`` (:func:`expsolver.convergence.sample_errors`); the
+   statistics over samples are the median (the robust one used for the slope: samples near mode boundaries make
+   RMS slopes erratic), the RMS and the 90th percentile;
+4. the slope of log median error against log ``h`` is fitted by :func:`expsolver.convergence.fit_order` over its
    automatically chosen window; a solver of (global) order ``k`` should show ``k + 1``.
 """
 
@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from expsolver import REGISTRY
+from expsolver.convergence import local_order
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
-from expsolver.sample import PREDICTION_OF
-from expsolver.solvers import Step
+from expsolver.sampling import PREDICTION_OF
 
-from .order import OrderFit, fit_order
+from .order import OrderFit
 from .results import cached_reference, provenance, result_type
 from .targets import T_START
 
@@ -81,7 +81,8 @@ class LocalErrorCurve:
 @result_type
 @dataclass
 class LocalErrorStudy:
-    """All curves of a local-error study, with its configuration and provenance."""
+    """All curves of a local-error study, with its configuration and provenance; ``skipped`` names the (solver,
+    algorithm type, ``lam_s``) for which no step size keeps the step and its history inside the schedule's range."""
 
     target: str
     schedule: str
@@ -105,45 +106,54 @@ class LocalErrorStudy:
 
 
 def _history_length(rule) -> int:
-    """Number of model values a multistep rule (one with ``update``) uses, ``rule.order``; 0 for a singlestep rule."""
-    return int(rule.order) if hasattr(rule, "update") else 0
+    """Number of model values a rule uses: ``rule.steps_order`` for a multistep rule, 0 for a singlestep one."""
+    return int(rule.steps_order) if rule.carries_history else 0
 
 
-def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-math.inf, math.inf),
-                    nonlinear=None) -> tuple[list, list]:
-    """Per-sample errors of one step ``lam_s -> lam_s + h`` from the exact state, for every ``h`` in ``hs``.
+def _states_by_lam(problem, state_at):
+    """``reference(times)`` of :func:`expsolver.convergence.local_order` from ``state_at(lam)``."""
+    return lambda times: [state_at(problem.rho(t)) for t in times]
+
+
+def _usable_steps(rule, lam_s: float, hs, lam_range) -> list:
+    """The ``h`` whose step end and history stay inside the open interval ``lam_range``."""
+    lam_lo, lam_hi = lam_range
+    n_hist = _history_length(rule)
+    return [float(h) for h in hs
+            if lam_s + float(h) < lam_hi and not (n_hist > 1 and lam_s - (n_hist - 1) * float(h) <= lam_lo)]
+
+
+def _nearest(states: dict):
+    """``state_at(lam)`` of a dict keyed by ``lam``, matching to 1e-9 (a time's ``lam`` is recomputed)."""
+    keys = np.array(sorted(states))
+
+    def state_at(lam):
+        i = int(np.argmin(np.abs(keys - lam)))
+        if abs(keys[i] - lam) > 1e-9:
+            raise KeyError(f"no reference state at lam={lam!r}")
+        return states[float(keys[i])]
+
+    return state_at
+
+
+def one_step_errors(rule, problem, state_at, lam_s: float, hs, *, lam_range=(-math.inf, math.inf)
+                    ) -> tuple[list, list]:
+    """Per-sample errors of one step ``lam_s -> lam_s + h`` from the exact state, for every ``h`` in ``hs``, by
+    :func:`expsolver.convergence.local_order`.
 
     ``state_at(lam)`` returns the reference states at ``lam`` (``lam_s``, ``lam_s + h`` and, for a multistep rule
-    of order ``k``, ``lam_s - j h`` for ``j < k``). A singlestep rule takes the step with ``rule.step``; a multistep
-    rule (one with an ``update`` method, using ``rule.order`` values) with ``rule.update`` and the exact history
-    ``[(lam_s - j h, N(x_ref(lam_s - j h)))]``, so its error is the local truncation error alone. Steps whose end
-    or history would leave the open interval ``lam_range`` are skipped. ``nonlinear(lam)`` (optional) supplies
-    ``N`` at the history points (e.g. from a cache).
+    of order ``k``, ``lam_s - j h`` for ``j < k``). Steps whose end or history would leave the open interval
+    ``lam_range`` are skipped.
 
     Returns ``(used_hs, errors)``: the steps taken and, per step, the numpy array of ``|x_step - x_ref(lam_s + h)|``.
     """
-    schedule = problem.schedule
-    lam_lo, lam_hi = lam_range
-    if nonlinear is None:
-        nonlinear = lambda lam: problem.nonlinear(state_at(lam), schedule.lam_inverse_float(lam))  # noqa: E731
-    n_hist = _history_length(rule)
-    s = schedule.lam_inverse_float(lam_s)
-    used_h, errors = [], []
-    for h in hs:
-        h = float(h)
-        if lam_s + h >= lam_hi or (n_hist > 1 and lam_s - (n_hist - 1) * h <= lam_lo):
-            continue
-        step = Step(0, s, schedule.lam_inverse_float(lam_s + h), int(rule.order))
-        with torch.no_grad():
-            if n_hist == 0:
-                x1 = rule.step(problem, state_at(lam_s), step, rule.init(problem, state_at(lam_s)))
-            else:
-                lams_hist = [lam_s - j * h for j in range(n_hist - 1, 0, -1)] + [lam_s]
-                history = [(problem.rho(schedule.lam_inverse_float(lam)), nonlinear(lam)) for lam in lams_hist]
-                x1 = rule.update(problem, state_at(lam_s), step, history)
-        used_h.append(h)
-        errors.append((x1 - state_at(lam_s + h)).reshape(x1.shape[0], -1).norm(dim=1).cpu().numpy())
-    return used_h, errors
+    used = _usable_steps(rule, lam_s, hs, lam_range)
+    if not used:
+        return [], []
+    s = problem.t_of_rho(lam_s)
+    result = local_order(problem, rule, state_at(lam_s), s, used, t_step=s,
+                         reference=_states_by_lam(problem, state_at))
+    return used, list(result.sample_errors)
 
 
 def local_error_study(target, schedule, *, target_name: str = "target", solvers=None, algorithm_types=ALGORITHM_TYPES,
@@ -159,9 +169,7 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
     target_name : str
         Recorded in the result.
     solvers : sequence of str, optional
-        Registry names (default: the DPM-Solver family, the registry names starting with ``"DPM-Solver"``). A
-        configuration whose kind is neither ``"singlestep"`` nor a rule with ``update(problem, x, step, history)``
-        is listed in ``skipped``.
+        Registry names (default: the DPM-Solver family, the registry names starting with ``"DPM-Solver"``).
     algorithm_types : sequence of {"dpmsolver++", "dpmsolver"}
     lam_starts : sequence of float
         Starting half log-SNRs ``lam_s``.
@@ -212,20 +220,12 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
     lam_lo = schedule.lam(t_start)
     lam_hi = schedule.lam(schedule.t_min) if hasattr(schedule, "t_min") else math.inf
 
-    rules = {}
-    skipped = {}
-    for name in names:
-        config = REGISTRY[name]
-        rule = config.make_rule()
-        if config.kind != "singlestep" and not hasattr(rule, "update"):
-            skipped[name] = f"kind {config.kind!r} without update(problem, x, step, history)"
-            continue
-        rules[name] = (config, rule)
+    rules = {name: (REGISTRY[name], REGISTRY[name].make()) for name in names}
     max_hist = max([_history_length(r) for _, r in rules.values()] + [1])
 
     study = LocalErrorStudy(target=target_name, schedule=repr(schedule), n_samples=n_samples, seed=seed,
                             dtype=str(dtype), t_start=float(t_start), lam_starts=[float(v) for v in lam_starts],
-                            reference=dict(ref_opts), skipped=skipped, provenance=provenance())
+                            reference=dict(ref_opts), provenance=provenance())
     ref_nfe = 0
     for lam_s in lam_starts:
         lam_s = float(lam_s)
@@ -246,26 +246,22 @@ def local_error_study(target, schedule, *, target_name: str = "target", solvers=
                                **ref_opts)
         ref_nfe += ref["nfe"]
         states = {lam: ref["xs"][i + 1] for i, lam in enumerate(lam_list)}
+        state_at = _nearest(states)
         for algorithm_type in algorithm_types:
             problem = DiffusionODE(schedule, ModelWrapper(model, schedule), PREDICTION_OF[algorithm_type])
-            n_cache: dict = {}
-
-            def nonlinear(lam):
-                if lam not in n_cache:
-                    n_cache[lam] = problem.nonlinear(states[lam], t_of[lam])
-                return n_cache[lam]
-
             for name, (config, rule) in rules.items():
-                used_h, errors = one_step_errors(rule, problem, states.__getitem__, lam_s, hs,
-                                                 lam_range=(lam_lo, lam_hi), nonlinear=nonlinear)
-                med = [float(np.median(e)) for e in errors]
-                rms = [float(np.sqrt(np.mean(e**2))) for e in errors]
-                p90 = [float(np.percentile(e, 90)) for e in errors]
-                used_h = np.array(used_h)
-                fit = fit_order(used_h, np.array(med), expected=config.order + 1, floor=floor)
+                used_h = np.array(_usable_steps(rule, lam_s, hs, (lam_lo, lam_hi)))
+                if used_h.size == 0:
+                    study.skipped[f"{name}|{algorithm_type}|{lam_s:g}"] = "no step size keeps the history in range"
+                    continue
+                result = local_order(problem, rule, states[lam_s], t_of[lam_s], used_h, t_step=t_of[lam_s],
+                                     reference=_states_by_lam(problem, state_at), expected=config.order + 1,
+                                     floor=floor, name=name)
+                e = result.sample_errors
                 study.curves.append(LocalErrorCurve(
-                    solver=name, algorithm_type=algorithm_type, lam_s=lam_s, hs=used_h, median=np.array(med),
-                    rms=np.array(rms), p90=np.array(p90), fit=fit, expected=config.order + 1))
+                    solver=name, algorithm_type=algorithm_type, lam_s=lam_s, hs=used_h, median=result.errors,
+                    rms=np.sqrt(np.mean(e**2, axis=1)), p90=np.percentile(e, 90, axis=1), fit=result.fit,
+                    expected=config.order + 1))
                 if progress is not None:
                     progress()
     study.reference["nfe"] = ref_nfe

@@ -21,7 +21,7 @@ trajectories pass near the saddle between two modes) and its median.
 * **Best official**: for each acceptance NFE, the smallest RMS over every official configuration
   (:func:`official_configs`: methods, orders, skip types, prediction types, solver types, ``lower_order_final``)
   run with ``compat="official"`` and NFE <= the budget, selected separately on the test and the holdout states.
-* **Acceptance** (issue 8): the optimised configuration with the smallest validation RMS (pool states outside its
+* **Acceptance** (the 1/3 target): the optimised configuration with the smallest validation RMS (pool states outside its
   training subset; never selected on test or holdout) must reach at most 1/3 of the best official RMS on both test
   and holdout at NFE 10 and 20. Bootstrap 95 % intervals of every RMS (resampling states) are recorded, because a
   handful of states carry most of it.
@@ -33,25 +33,35 @@ trajectories pass near the saddle between two modes) and its median.
 * **Population estimate**: since 1,000 or 5,000 states hold only a few of the mode-switching states that carry the
   RMS, the acceptance grids and the best official configuration (the full sweep again) are also measured on
   ``n_population`` (30,000) further independent states.
+* **Execution**: every standard-grid curve, best-official search, grid optimisation, switch analysis and
+  population estimate is an independent task (:func:`race_studies`), run in this process, on local worker
+  processes or on a Dask cluster with the same results, bitwise; ``python -m analysis.race [--size reduced]
+  [--jobs N]`` runs the race and prints its wall time (:func:`main`).
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import itertools
 import math
+import os
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from expsolver import SKIP_TYPES, optimize_timesteps, reference_solve, sample
 
-from .results import cached_reference, provenance, result_type
+from .results import cached_reference, provenance, result_type, save_result
 from .targets import T_END, T_START, get_target, standard_schedule
+from .tasks import Task, available_cpus, open_executor, run_tasks
 
 __all__ = ["LINEUP", "OPTIMISED", "SHIFTED", "MODEL_TIMES_SUFFIX", "RaceConfig", "RaceCurve", "RaceResult",
-           "official_configs", "best_official", "rms_interval", "race_study", "race_config", "ACCEPTANCE_NFES", "boundary_sensitivity", "switch_analysis"]
+           "official_configs", "best_official", "rms_interval", "race_study", "race_studies", "race_config",
+           "RACE_SIZES", "ACCEPTANCE_NFES", "boundary_sensitivity", "switch_analysis", "main"]
 
 #: name -> sample() options of the solvers in the race.
 LINEUP = {
@@ -109,16 +119,31 @@ class RaceConfig:
     boundary_perturbations: int = 20
 
 
-def race_config(target: str, quick: bool = False) -> RaceConfig:
-    """The full study, or a small one for smoke runs (``quick``)."""
-    if quick:
+#: Sizes of :func:`race_config`.
+RACE_SIZES = ("full", "reduced", "quick")
+
+
+def race_config(target: str, size: str = "full") -> RaceConfig:
+    """The race of the figure (``"full"``), a smaller one of about 20 tasks per target to compare wall times
+    with different numbers of workers (``"reduced"``: 4 solvers, grids optimised at NFE 10 and 20 on 4,000 pool
+    states and three strata, no population estimate), or a smoke run (``"quick"``)."""
+    if size == "quick":
         return RaceConfig(target=target, n_pool=500, n_test=100, n_holdout=150, nfes=(6, 10), optimise_nfes=(10,),
                           official_nfes=(10,), lineup=("DDIM", "UniPC-3-bh1"), optimised=("UniPC-3-bh1",),
                           shifted=("UniPC-3-bh1",),
                           n_train=96, strata=(0.5, 0.9), max_iter_nfe=50, n_validation=128, n_starts=1,
                           n_bootstrap=100, official_methods=("multistep",), n_population=0,
                           boundary_perturbations=4)
-    return RaceConfig(target=target)
+    if size == "reduced":
+        return RaceConfig(target=target, n_pool=4000, n_test=500, n_holdout=1000, nfes=(5, 10, 15, 20, 25),
+                          optimise_nfes=(10, 20), official_nfes=(10, 20),
+                          lineup=("DDIM", "DPM-Solver++(2M)", "UniPC-2-bh2", "UniPC-3-bh1"),
+                          optimised=("DPM-Solver++(2M)", "UniPC-2-bh2", "UniPC-3-bh1"), shifted=("UniPC-2-bh2",),
+                          n_train=512, strata=(0.5, 0.9, 0.99), max_iter_nfe=600, n_validation=2048, n_starts=2,
+                          n_bootstrap=500, official_methods=("multistep",), n_population=0, boundary_perturbations=8)
+    if size == "full":
+        return RaceConfig(target=target)
+    raise ValueError(f"size must be one of {', '.join(map(repr, RACE_SIZES))}, got {size!r}")
 
 
 @result_type
@@ -143,7 +168,7 @@ class RaceCurve:
 @result_type
 @dataclass
 class RaceResult:
-    """Everything the race figure and the README numbers are made of (see the module docstring)."""
+    """Everything the race figure and its tables are made of (see the module docstring)."""
 
     target: str
     config: dict
@@ -225,137 +250,260 @@ def _stats(errors, target, x, ref, schedule, n_bootstrap, seed):
                 mode_switches=switches)
 
 
-def race_study(cfg: RaceConfig, progress=None) -> RaceResult:
-    """Run the race for ``cfg.target`` (module docstring). ``progress(message)`` is called as it goes."""
-    say = progress or (lambda message: None)
-    schedule, target = standard_schedule(), get_target(cfg.target)
-    model = target.as_model(schedule)
-    timings = {}
+def race_study(cfg: RaceConfig, *, executor=None, store=None, bar=None) -> RaceResult:
+    """Run the race for ``cfg.target`` (module docstring): :func:`race_studies` of this one configuration."""
+    return race_studies([cfg], executor=executor, store=store, bar=bar)[0]
+
+
+def race_studies(cfgs, *, executor=None, store=None, bar=None, timings: dict | None = None) -> list:
+    """Run the races of several configurations (e.g. both targets) at once; returns their :class:`RaceResult` s.
+
+    Every solver's standard-grid curve, every best-official search, every grid optimisation, every switch
+    analysis and population estimate is a task (:class:`analysis.tasks.Task`), run by
+    :func:`analysis.tasks.run_tasks` in three rounds, the tasks of all configurations together: (1) the reference
+    solutions of the state sets, which fill the reference cache the other tasks read; (2) the standard curves,
+    the best official configurations and the optimised grids; (3) what needs the selected grids: the switch
+    analysis and the population estimate.
+
+    Parameters
+    ----------
+    cfgs : sequence of RaceConfig
+    executor
+        Where the tasks run (see :func:`analysis.tasks.open_executor`): ``None`` this process, an int that many
+        local worker processes, a Dask ``Client`` or scheduler address, or a ``concurrent.futures.Executor``.
+        Results do not depend on it.
+    store : analysis.results.ResultFolder, optional
+        Task results are kept there (an interrupted race resumes).
+    bar : tqdm progress bar, optional
+    timings : dict, optional
+        Filled with the seconds of every task computed (``label -> {"wall_s", "cpu_s"}``).
+
+    Returns
+    -------
+    list of RaceResult
+        In the order of ``cfgs``. Their ``timings`` hold, per part of the study, the summed wall seconds of its
+        tasks computed in this call (spread over the workers), and ``wall_s``, the wall time of the whole call.
+    """
+    cfgs = list(cfgs)
+    for cfg in cfgs:
+        if not isinstance(cfg, RaceConfig):
+            raise TypeError(f"cfgs must hold RaceConfig objects, got {type(cfg).__name__}")
+    timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    states, refs = {}, {}
-    for name, n, seed in (("pool", cfg.n_pool, cfg.seeds[0]), ("test", cfg.n_test, cfg.seeds[1]),
-                          ("holdout", cfg.n_holdout, cfg.seeds[2])):
-        states[name] = target.sample(n, generator=torch.Generator().manual_seed(seed), t=T_START, schedule=schedule)
-        refs[name] = cached_reference(target, schedule, states[name], T_START, T_END, rtol=cfg.reference_rtol,
-                                      atol=cfg.reference_rtol)["x"]
-    timings["references_s"] = time.perf_counter() - t0
-    say(f"{cfg.target}: references of {sum(len(v) for v in states.values())} states")
+    with open_executor(executor) as ex:
+        second = [_second_round(cfg) for cfg in cfgs]
+        firsts = [t for cfg, tasks in zip(cfgs, second) for t in _reference_tasks(cfg)
+                  if store is None or not all(os.path.exists(store.path(u.key)) for u in tasks)]
+        run_tasks(firsts, ex, bar=bar, timings=timings)
+        values = iter(run_tasks([t for tasks in second for t in tasks], ex, store=store, bar=bar, timings=timings))
+        parts = [_assemble(cfg, [next(values) for _ in tasks]) for cfg, tasks in zip(cfgs, second)]
+        third = [_third_round(cfg, part) for cfg, part in zip(cfgs, parts)]
+        values = iter(run_tasks([t for tasks in third for t in tasks], ex, store=store, bar=bar, timings=timings))
+        for cfg, part, tasks in zip(cfgs, parts, third):
+            _finish(cfg, part, [next(values) for _ in tasks])
+    wall = time.perf_counter() - t0
+    out = []
+    for cfg, tasks2, tasks3, part in zip(cfgs, second, third, parts):
+        own = {t.label for t in _reference_tasks(cfg) + tasks2 + tasks3}
+        groups = {}
+        for label, seconds in timings.items():
+            if label in own:
+                group = f"{_GROUP_SECONDS[label.split('/')[1]]}_s"
+                groups[group] = round(groups.get(group, 0.0) + seconds["wall_s"], 2)
+        out.append(RaceResult(target=cfg.target, config=asdict(cfg), reference=dict(
+            backend="scipy", method="DOP853", rtol=cfg.reference_rtol, atol=cfg.reference_rtol, t_start=T_START,
+            t_end=T_END), curves=part["curves"], official_best=part["official"], grids=part["grids"],
+            acceptance=part["acceptance"], timings=dict(groups, wall_s=round(wall, 2))))
+    return out
 
-    def run(options, n, split, timesteps=None, model_timesteps=None):
-        kw = (dict(timesteps=timesteps, model_timesteps=model_timesteps) if timesteps is not None
-              else dict(steps=n, t_start=T_START, t_end=T_END))
-        result = sample(model, schedule, states[split], **kw, **options)
-        return result, _errors(result.x, refs[split])
 
-    def run_grid(entry, split):
-        return run(LINEUP[entry["solver"]], entry["config"]["steps"], split, entry["timesteps"],
-                   entry["model_timesteps"])
+#: Task kind (second part of a race task's label) -> part of the study it is timed under.
+_GROUP_SECONDS = {"reference": "references", "standard": "standard", "official": "official",
+                  "optimise": "optimisation", "switches": "switch_analysis", "population": "population"}
 
-    # Standard grids: every skip type, the best on the test states drawn (favours the baselines).
-    t0 = time.perf_counter()
-    curves = []
-    for name in cfg.lineup:
-        options = LINEUP[name]
-        skips = SKIP_TYPES if options.get("compat") != "official" else ("logSNR", "time_uniform", "time_quadratic")
-        rows = []
-        for n in cfg.nfes:
-            best = None
-            for skip in skips:
-                result, err = run(dict(options, skip_type=skip), n, "test")
-                if result.nfe != n:
-                    continue
-                rms = float(np.sqrt(np.mean(err**2)))
-                if best is None or rms < best[0]:
-                    best = (rms, skip, result, err)
-            if best is None:
+
+# -- the race's tasks (module-level functions: worker processes import them by name) -------------------------------
+@functools.lru_cache(maxsize=8)
+def _states(target: str, n: int, seed: int, rtol: float) -> tuple:
+    """``n`` states drawn from ``q_{T_START}`` of ``target`` with ``seed`` and their references at ``T_END``
+    (from the reference cache), kept for the next task in this process."""
+    schedule, mixture = standard_schedule(), get_target(target)
+    x = mixture.sample(n, generator=torch.Generator().manual_seed(seed), t=T_START, schedule=schedule)
+    return x, cached_reference(mixture, schedule, x, T_START, T_END, rtol=rtol, atol=rtol)["x"]
+
+
+def _split(cfg: RaceConfig, split: str) -> tuple:
+    n, seed = {"pool": (cfg.n_pool, cfg.seeds[0]), "test": (cfg.n_test, cfg.seeds[1]),
+               "holdout": (cfg.n_holdout, cfg.seeds[2]),
+               "population": (cfg.n_population, cfg.population_seed)}[split]
+    return _states(cfg.target, n, seed, cfg.reference_rtol)
+
+
+def _reference_task(cfg: RaceConfig, split: str) -> None:
+    _split(cfg, split)
+
+
+def _reference_tasks(cfg: RaceConfig) -> list:
+    splits = ("population", "pool", "holdout", "test") if cfg.n_population else ("pool", "holdout", "test")
+    sizes = dict(population=cfg.n_population, pool=cfg.n_pool, holdout=cfg.n_holdout, test=cfg.n_test)
+    return [Task(f"race_{cfg.target}/reference/{split}", _reference_task, (cfg, split), cost=sizes[split],
+                 keep=False) for split in splits]
+
+
+def _run(cfg: RaceConfig, options: dict, n: int, split: str, timesteps=None, model_timesteps=None):
+    """``sample()`` of the states ``split`` (``n`` steps, or the given grid) and the per-state errors."""
+    x, ref = _split(cfg, split)
+    schedule = standard_schedule()
+    kw = (dict(timesteps=timesteps, model_timesteps=model_timesteps) if timesteps is not None
+          else dict(steps=n, t_start=T_START, t_end=T_END))
+    result = sample(get_target(cfg.target).as_model(schedule), schedule, x, **kw, **options)
+    return result, _errors(result.x, ref)
+
+
+def _run_grid(cfg: RaceConfig, entry: dict, split: str):
+    return _run(cfg, LINEUP[entry["solver"]], entry["config"]["steps"], split, entry["timesteps"],
+                entry["model_timesteps"])
+
+
+def _split_stats(cfg: RaceConfig, result, err, split: str, seed: int) -> dict:
+    return _stats(err, get_target(cfg.target), result.x, _split(cfg, split)[1], standard_schedule(), cfg.n_bootstrap,
+                  seed)
+
+
+def _standard_task(cfg: RaceConfig, name: str) -> list:
+    """Rows ``(nfe, skip_type, test stats, holdout stats)`` of ``name`` on its best standard grid per NFE (every
+    skip type, the best on the test states drawn: favours the baselines)."""
+    options = LINEUP[name]
+    skips = SKIP_TYPES if options.get("compat") != "official" else ("logSNR", "time_uniform", "time_quadratic")
+    rows = []
+    for n in cfg.nfes:
+        best = None
+        for skip in skips:
+            result, err = _run(cfg, dict(options, skip_type=skip), n, "test")
+            if result.nfe != n:
                 continue
-            _, skip, result, err = best
-            hold_result, hold_err = run(dict(options, skip_type=skip), n, "holdout")
-            rows.append((n, skip, _stats(err, target, result.x, refs["test"], schedule, cfg.n_bootstrap, n),
-                         _stats(hold_err, target, hold_result.x, refs["holdout"], schedule, cfg.n_bootstrap, n)))
-        curves.append(_curve(name, options, "standard", rows))
-        say(f"{cfg.target}: {name} on standard grids")
-    timings["standard_s"] = time.perf_counter() - t0
+            rms = float(np.sqrt(np.mean(err**2)))
+            if best is None or rms < best[0]:
+                best = (rms, skip, result, err)
+        if best is None:
+            continue
+        _, skip, result, err = best
+        hold_result, hold_err = _run(cfg, dict(options, skip_type=skip), n, "holdout")
+        rows.append((n, skip, _split_stats(cfg, result, err, "test", n),
+                     _split_stats(cfg, hold_result, hold_err, "holdout", n)))
+    return rows
 
-    # Best official configuration per acceptance NFE, on each evaluation set.
-    t0 = time.perf_counter()
+
+def _official_task(cfg: RaceConfig, n: int, split: str, methods: tuple) -> dict | None:
+    x, ref = _split(cfg, split)
+    schedule = standard_schedule()
+    return best_official(get_target(cfg.target).as_model(schedule), schedule, x, ref, n, methods=methods)
+
+
+def _optimise_task(cfg: RaceConfig, name: str, solver: str, shift: bool, n: int) -> dict:
+    """The grid of ``solver`` optimised for ``n`` NFE on the pool (with learned model times if ``shift``) and its
+    test and holdout statistics."""
+    schedule = standard_schedule()
+    (pool, ref_pool), (test, ref_test), (holdout, ref_holdout) = (_split(cfg, s) for s in ("pool", "test", "holdout"))
+    grid = optimize_timesteps(get_target(cfg.target).as_model(schedule), schedule, pool, steps=n, t_start=T_START,
+                              t_end=T_END, ref_train=ref_pool, x_test=test, ref_test=ref_test, x_holdout=holdout,
+                              ref_holdout=ref_holdout, n_train=cfg.n_train, strata=cfg.strata,
+                              error_cap=cfg.error_cap, max_iter=max(1, cfg.max_iter_nfe // n),
+                              max_time=cfg.max_time, n_validation=cfg.n_validation, n_starts=cfg.n_starts,
+                              shift_model_times=shift, **LINEUP[solver])
+    entry = grid.to_dict()
+    entry.update(name=name, solver=solver)
+    stats = {}
+    for split in ("test", "holdout"):
+        result, err = _run_grid(cfg, entry, split)
+        stats[split] = _split_stats(cfg, result, err, split, n)
+    return dict(entry=entry, **stats)
+
+
+def _switches_task(cfg: RaceConfig, grid: dict, official: dict, split: str) -> dict:
+    """:func:`switch_analysis` of the selected grid against the best official configuration ``official``."""
+    n = grid["config"]["steps"]
+    ours, _ = _run_grid(cfg, grid, split)
+    best, _ = _run(cfg, official["options"], n, split)
+    x, ref = _split(cfg, split)
+    return switch_analysis(get_target(cfg.target), standard_schedule(), x, ref, ours.x, best.x,
+                           allowed_rms=official["rms"] / 3.0, cfg=cfg)
+
+
+def _population_task(cfg: RaceConfig, grid: dict) -> dict:
+    result, err = _run_grid(cfg, grid, "population")
+    return _split_stats(cfg, result, err, "population", grid["config"]["steps"])
+
+
+def _second_round(cfg: RaceConfig) -> list:
+    tasks = [Task(f"race_{cfg.target}/standard/{name}", _standard_task, (cfg, name), cost=4.0)
+             for name in cfg.lineup]
+    tasks += [Task(f"race_{cfg.target}/official/{n}/{split}", _official_task,
+                   (cfg, n, split, tuple(cfg.official_methods)), cost=4.0)
+              for n in cfg.official_nfes for split in ("test", "holdout")]
+    tasks += [Task(f"race_{cfg.target}/optimise/{name}/{n}", _optimise_task, (cfg, name, solver, shift, n),
+                   cost=10.0 * n) for name, solver, shift in _optimisations(cfg) for n in cfg.optimise_nfes]
+    return tasks
+
+
+def _optimisations(cfg: RaceConfig) -> list:
+    """``(curve name, solver, shift_model_times)`` of every optimised curve."""
+    return ([(name, name, False) for name in cfg.optimised]
+            + [(name + MODEL_TIMES_SUFFIX, name, True) for name in cfg.shifted])
+
+
+def _assemble(cfg: RaceConfig, values: list) -> dict:
+    """Curves, best official configurations, grids and acceptance from the second round's results (in the order
+    of :func:`_second_round`)."""
+    values = iter(values)
+    curves = [_curve(name, LINEUP[name], "standard", next(values)) for name in cfg.lineup]
     official = {}
     for n in cfg.official_nfes:
-        official[str(n)] = {split: best_official(model, schedule, states[split], refs[split], n,
-                                                 methods=cfg.official_methods)
-                            for split in ("test", "holdout")}
-        say(f"{cfg.target}: best official at NFE {n}: test {official[str(n)]['test']['rms']:.4g}, "
-            f"holdout {official[str(n)]['holdout']['rms']:.4g}")
-    timings["official_s"] = time.perf_counter() - t0
-
-    # Optimised grids (with learned model times for the SHIFTED solvers).
-    t0 = time.perf_counter()
+        official[str(n)] = {split: next(values) for split in ("test", "holdout")}
     grids = []
-    jobs = [(name, name, False) for name in cfg.optimised] + [(name + MODEL_TIMES_SUFFIX, name, True)
-                                                              for name in cfg.shifted]
-    for name, solver, shift in jobs:
-        options = LINEUP[solver]
+    for name, solver, _ in _optimisations(cfg):
         rows = []
         for n in cfg.optimise_nfes:
-            grid = optimize_timesteps(model, schedule, states["pool"], steps=n, t_start=T_START, t_end=T_END,
-                                      ref_train=refs["pool"], x_test=states["test"], ref_test=refs["test"],
-                                      x_holdout=states["holdout"], ref_holdout=refs["holdout"], n_train=cfg.n_train,
-                                      strata=cfg.strata, error_cap=cfg.error_cap,
-                                      max_iter=max(1, cfg.max_iter_nfe // n),
-                                      max_time=cfg.max_time, n_validation=cfg.n_validation, n_starts=cfg.n_starts,
-                                      shift_model_times=shift, **options)
-            entry = grid.to_dict()
-            entry.update(name=name, solver=solver)
-            grids.append(entry)
-            stats = []
-            for split in ("test", "holdout"):
-                result, err = run_grid(entry, split)
-                stats.append(_stats(err, target, result.x, refs[split], schedule, cfg.n_bootstrap, n))
-            rows.append((n, "optimised", stats[0], stats[1]))
-            say(f"{cfg.target}: {name} optimised for NFE {n} in {grid.optimization_time_s:.1f} s: "
-                f"test {stats[0]['rms']:.4g}, holdout {stats[1]['rms']:.4g}")
-        curves.append(_curve(name, options, "optimised", rows))
-    timings["optimisation_s"] = time.perf_counter() - t0
-
+            value = next(values)
+            grids.append(value["entry"])
+            rows.append((n, "optimised", value["test"], value["holdout"]))
+        curves.append(_curve(name, LINEUP[solver], "optimised", rows))
     acceptance = _acceptance(grids, official, curves)
-    t0 = time.perf_counter()
-    chosen_grids = {n: next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
-                    for n, entry in acceptance.items()}
-    for n, entry in acceptance.items():
-        grid = chosen_grids[n]
+    chosen = {n: next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
+              for n, entry in acceptance.items()}
+    return dict(curves=curves, official=official, grids=grids, acceptance=acceptance, chosen=chosen)
+
+
+def _third_round(cfg: RaceConfig, part: dict) -> list:
+    tasks = []
+    for n, grid in part["chosen"].items():
         for split in ("test", "holdout"):
-            ours, _ = run_grid(grid, split)
-            best, _ = run(official[n][split]["options"], int(n), split)
-            entry[split]["switches"] = switch_analysis(target, schedule, states[split], refs[split], ours.x, best.x,
-                                                       allowed_rms=official[n][split]["rms"] / 3.0, cfg=cfg)
-        say(f"{cfg.target}: switch analysis at NFE {n}: " + "; ".join(
-            f"{split}: {len(entry[split]['switches']['ours'])} switched (allowed "
-            f"{entry[split]['switches']['allowed_switches']})" for split in ("test", "holdout")))
-    timings["switch_analysis_s"] = time.perf_counter() - t0
-    if cfg.n_population:
-        t0 = time.perf_counter()
-        x_pop = target.sample(cfg.n_population, generator=torch.Generator().manual_seed(cfg.population_seed),
-                              t=T_START, schedule=schedule)
-        ref_pop = cached_reference(target, schedule, x_pop, T_START, T_END, rtol=cfg.reference_rtol,
-                                   atol=cfg.reference_rtol)["x"]
-        for n, entry in acceptance.items():
-            grid = chosen_grids[n]
-            result = sample(model, schedule, x_pop, timesteps=grid["timesteps"],
-                            model_timesteps=grid["model_timesteps"], **LINEUP[grid["solver"]])
-            ours = _stats(_errors(result.x, ref_pop), target, result.x, ref_pop, schedule, cfg.n_bootstrap, int(n))
-            best = best_official(model, schedule, x_pop, ref_pop, int(n), methods=cfg.official_methods)
+            tasks.append(Task(f"race_{cfg.target}/switches/{n}/{split}", _switches_task,
+                              (cfg, grid, part["official"][n][split], split), cost=2.0))
+        if cfg.n_population:
+            tasks.append(Task(f"race_{cfg.target}/population/{n}/ours", _population_task, (cfg, grid)))
+            # The official sweep on the population, one task per method (the best of them is the best overall).
+            tasks += [Task(f"race_{cfg.target}/population/{n}/official-{method}", _official_task,
+                           (cfg, int(n), "population", (method,)), cost=20.0) for method in cfg.official_methods]
+    return tasks
+
+
+def _finish(cfg: RaceConfig, part: dict, values: list) -> None:
+    """Enter the third round's results (in the order of :func:`_third_round`) into the acceptance entries."""
+    values = iter(values)
+    for n, entry in part["acceptance"].items():
+        for split in ("test", "holdout"):
+            entry[split]["switches"] = next(values)
+        if cfg.n_population:
+            ours = next(values)
+            best = None
+            for candidate in (next(values) for _ in cfg.official_methods):
+                # Strictly smaller, in method order: the choice of one best_official() call over all methods.
+                if candidate is not None and (best is None or candidate["rms"] < best["rms"]):
+                    best = candidate
             entry["population"] = dict(ours, n=cfg.n_population, official_rms=best["rms"],
                                        official_median=best["median"], official_options=best["options"],
                                        ratio=float(ours["rms"] / best["rms"]))
-            say(f"{cfg.target}: population ({cfg.n_population} states) at NFE {n}: {ours['rms']:.4g} vs best "
-                f"official {best['rms']:.4g}")
-        timings["population_s"] = time.perf_counter() - t0
-    reference = dict(backend="scipy", method="DOP853", rtol=cfg.reference_rtol, atol=cfg.reference_rtol,
-                     t_start=T_START, t_end=T_END)
-    from dataclasses import asdict
-
-    return RaceResult(target=cfg.target, config=asdict(cfg), reference=reference, curves=curves,
-                      official_best=official, grids=grids, acceptance=acceptance, timings=timings)
 
 
 def boundary_sensitivity(target, schedule, x, ref_components, *, radius: float = 1e-2, n_perturbations: int = 20,
@@ -451,3 +599,41 @@ def _acceptance(grids, official, curves) -> dict:
         entry["meets_one_third"] = ok
         out[str(n)] = entry
     return out
+
+
+def main(argv=None) -> list:
+    """``python -m analysis.race``: run the race (no result store: every task is computed) and print its wall
+    time, e.g. to compare ``--jobs 1`` with ``--jobs 2`` (with the same, warm reference cache)."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.race", description=main.__doc__.split(":")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--size", choices=RACE_SIZES, default="reduced", help="race configuration (race_config)")
+    parser.add_argument("--targets", nargs="+", choices=("2d", "16d"), default=["2d", "16d"])
+    parser.add_argument("--jobs", type=int, default=available_cpus(),
+                        help="local worker processes (1: in this process)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="a Dask distributed scheduler instead, e.g. tcp://host:8786")
+    parser.add_argument("--out", default=None, help="save the results to this JSON (+ NPZ) path")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    with tqdm(total=0, desc="race", unit="task", file=sys.stderr) as bar:
+        results = race_studies([race_config(t, args.size) for t in args.targets],
+                               executor=args.scheduler or args.jobs, bar=bar)
+    wall = time.perf_counter() - t0
+    where = f"Dask scheduler {args.scheduler}" if args.scheduler else (
+        f"{args.jobs} local worker processes" if args.jobs > 1 else "this process")
+    print(f"race ({args.size}, targets {' '.join(args.targets)}) on {where}: {wall:.1f} s wall")
+    if args.out is not None:
+        save_result({r.target: r for r in results}, args.out)
+    return results
+
+
+if __name__ == "__main__":
+    # Through the package module, so that worker processes import the task functions from analysis.race.
+    from analysis.race import main as _main
+
+    _main()

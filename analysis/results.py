@@ -1,21 +1,33 @@
-"""Results as data: dataclasses saved to JSON (+ NPZ for arrays), atomic writes, resumable stores, a reference cache.
+"""Results as data: dataclasses saved to JSON (+ NPZ for arrays) that carry what detects damage, atomic writes,
+file locks, resumable stores, a reference cache.
 
 * :func:`save_result` / :func:`load_result`: any dataclass registered with :func:`result_type` (nested dataclasses,
   lists, dicts, tuples, floats including NaN/inf, NumPy arrays, torch tensors) to ``path.json`` plus, when it
-  holds arrays, ``path.npz`` (loaded with ``allow_pickle=False``). Both files are written atomically (a temporary
-  file in the same folder, then :func:`os.replace`), so an interrupted run never leaves a half-written result.
+  holds arrays, ``path.npz`` (loaded with ``allow_pickle=False``). The JSON file records, for every array, its
+  shape, dtype and a SHA-256 of its content, the key the result was computed for, and a SHA-256 of all of it; a
+  truncated, altered or mismatched file (JSON or NPZ) raises :class:`ResultFileError`, which names the file.
+  :func:`try_load_result` turns that into a :class:`DamagedResultWarning` and "compute it again".
+* Every file is written atomically (a uniquely named temporary file in the same folder, then :func:`os.replace`),
+  so an interrupted run, or two runs writing the same file, never leave a half-written or mixed file;
+  :func:`file_lock` serialises what must not run twice at once (the read-merge-write of a store, the computation
+  of one reference).
 * :func:`provenance`: what every saved result records besides its configuration: library versions, Python,
   platform, torch's default dtype.
-* :class:`ResultStore`: a JSON file of completed entries keyed by a string; a study that is interrupted and run
-  again skips the keys already there.
+* :class:`ResultFolder`: results keyed by string, one file pair per key (the store of the task runner,
+  :mod:`analysis.tasks`). :class:`ResultStore`: small JSON entries keyed by string in one file, each with its
+  checksum, merged under a lock on every :meth:`ResultStore.put`; a study that is interrupted and run again skips
+  the keys already there.
 * :func:`cached_reference`: :func:`expsolver.reference_solve` with its result cached on disk under a key hashed
   from everything that determines it (target parameters, schedule, initial state, times, backend, method,
-  tolerances, output times, and the source of the reference code). The default folder is ``analysis/cache/``
-  (git-ignored; ``EXPSOLVER_CACHE_DIR`` overrides it); ``cache_dir=False`` disables caching.
+  tolerances, output times, and the source of the reference code); the cached file holds that key, the shapes and
+  a checksum of its arrays, so a damaged or foreign file is reported and recomputed. The default folder is
+  ``analysis/cache/`` (git-ignored; ``EXPSOLVER_CACHE_DIR`` overrides it); ``cache_dir=False`` disables caching,
+  and a folder that cannot be written is used read-only (with a warning).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -23,17 +35,25 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
+import warnings
 from importlib import metadata
 
 import numpy as np
 import torch
 
-__all__ = ["result_type", "save_result", "load_result", "provenance", "library_versions", "atomic_write_bytes",
-           "atomic_write_json", "ResultStore", "cached_reference", "DEFAULT_CACHE_DIR", "to_jsonable",
-           "from_jsonable", "fingerprint"]
+__all__ = ["result_type", "save_result", "load_result", "try_load_result", "provenance", "library_versions",
+           "atomic_write_bytes", "atomic_write_json", "atomic_output", "file_lock", "ResultFileError",
+           "DamagedResultWarning", "ResultFolder", "ResultStore", "cached_reference", "DEFAULT_CACHE_DIR",
+           "to_jsonable", "from_jsonable", "fingerprint", "content_digest", "MACHINE_FIELDS", "RESULT_FORMAT",
+           "STORE_FORMAT", "REFERENCE_FORMAT"]
 
+#: Format tags written into every file (a file of another format is not trusted).
+RESULT_FORMAT = "expsolver-result/2"
+STORE_FORMAT = "expsolver-store/2"
+REFERENCE_FORMAT = "expsolver-reference/2"
 DEFAULT_CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cache")
 _TYPES: dict[str, type] = {}
 
@@ -64,27 +84,95 @@ def provenance() -> dict:
             "torch_default_dtype": str(torch.get_default_dtype()), "torch_threads": torch.get_num_threads()}
 
 
-# -- atomic writes ------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed, then ``os.replace``."""
+# -- damage, atomic writes, locks ----------------------------------------------------------------------------------
+class ResultFileError(ValueError):
+    """A results or cache file that cannot be trusted: unreadable, truncated, altered (a checksum differs), of
+    another format, or computed for another key. ``path`` is the file, ``reason`` what is wrong with it."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DamagedResultWarning(UserWarning):
+    """A damaged or mismatched results or cache file was found; it is ignored and its content recomputed."""
+
+
+def _warn_damaged(path: str, reason: str, action: str = "it will be recomputed") -> None:
+    warnings.warn(f"{path}: {reason}; {action}", DamagedResultWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str):
+    """Context manager yielding a temporary path in ``path``'s folder (a unique name, so concurrent writers never
+    share one); when the block completes, the temporary file replaces ``path`` atomically (:func:`os.replace`),
+    otherwise it is removed and ``path`` is left as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_output`), flushed to disk before the rename."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: str, obj) -> None:
     """``json.dump`` (indented, NaN-free: see :func:`to_jsonable`) written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def file_lock(path: str):
+    """Hold an exclusive advisory lock (POSIX ``flock``) on the file ``path``, created if needed, for the block.
+
+    Yields ``True`` when locked. Where the lock cannot be taken (the folder is read-only, or the platform has no
+    ``flock``) it yields ``False`` and the block runs unlocked: callers only lock to avoid duplicate work or to
+    merge, and every write is atomic anyway.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield False
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _json_digest(obj) -> str:
+    """SHA-256 of the canonical JSON text of ``obj`` (sorted keys, no spaces): the same after a JSON round trip."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _array_digest(*arrays) -> str:
+    """SHA-256 of the dtypes, shapes and bytes of ``arrays``."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
 # -- encoding -----------------------------------------------------------------------------------------------------
@@ -161,7 +249,7 @@ def from_jsonable(value, arrays=None):
 
 def _import_study_modules() -> None:
     """Import the modules that register this package's result types (so loading works in a fresh process)."""
-    from . import global_error, local_error, order, verification, work_precision  # noqa: F401
+    from . import global_error, local_error, order, race, sde_study, verification, work_precision  # noqa: F401
 
 
 def _paths(path: str) -> tuple[str, str]:
@@ -169,36 +257,126 @@ def _paths(path: str) -> tuple[str, str]:
     return base + ".json", base + ".npz"
 
 
-def save_result(obj, path: str) -> str:
+def save_result(obj, path: str, *, key: str | None = None) -> str:
     """Save a registered dataclass (or any encodable value) to ``path`` (``.json``, plus ``.npz`` for arrays).
 
-    Returns the JSON path. An existing ``.npz`` next to it is removed when the new result holds no arrays.
+    The JSON file holds ``format``, ``key`` (what the result was computed for, checked by :func:`load_result`),
+    ``data``, per array its NPZ member, shape, dtype and content SHA-256, and ``sha256``, a checksum of all that.
+    The NPZ file is written first, so a JSON file never refers to arrays that are not there yet. Returns the JSON
+    path. An existing ``.npz`` next to it is removed when the new result holds no arrays.
     """
     json_path, npz_path = _paths(path)
     arrays: dict = {}
-    payload = {"format": "expsolver-result/1", "data": to_jsonable(obj, arrays)}
+    payload = {"format": RESULT_FORMAT, "key": key, "data": to_jsonable(obj, arrays)}
     if arrays:
-        keys = {key: f"a{i}" for i, key in enumerate(arrays)}  # NPZ member names must be plain
-        payload["arrays"] = keys
+        members = {}
+        for i, (name, value) in enumerate(arrays.items()):
+            arrays[name] = value = np.ascontiguousarray(value)
+            members[name] = {"member": f"a{i}", "shape": list(value.shape), "dtype": value.dtype.str,
+                             "sha256": _array_digest(value)}
+        payload["arrays"] = members
         buf = io.BytesIO()
-        np.savez(buf, **{keys[k]: np.asarray(v) for k, v in arrays.items()})
+        np.savez(buf, **{members[name]["member"]: value for name, value in arrays.items()})
         atomic_write_bytes(npz_path, buf.getvalue())
-    elif os.path.exists(npz_path):
-        os.unlink(npz_path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(npz_path)
+    payload["sha256"] = _json_digest(payload)
     atomic_write_json(json_path, payload)
     return json_path
 
 
-def load_result(path: str):
-    """Load what :func:`save_result` wrote (NPZ with ``allow_pickle=False``)."""
+def load_result(path: str, *, key: str | None = None):
+    """Load what :func:`save_result` wrote (NPZ with ``allow_pickle=False``), after checking it.
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no JSON file at ``path``.
+    ResultFileError
+        The JSON or NPZ file is not valid (truncated, emptied, flipped bytes), of another format, altered (a
+        checksum, shape or dtype differs from what was recorded when it was written), or was written for a key
+        other than ``key`` (when given). The message names the file.
+    """
     json_path, npz_path = _paths(path)
-    with open(json_path, encoding="utf-8") as fh:
-        payload = json.load(fh)
+    with open(json_path, "rb") as fh:
+        raw = fh.read()
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ResultFileError(json_path, f"not valid JSON, truncated or damaged ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != RESULT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ResultFileError(json_path, f"format {found!r}, expected {RESULT_FORMAT!r}")
+    recorded = payload.pop("sha256", None)
+    if recorded != _json_digest(payload):
+        raise ResultFileError(json_path, "checksum mismatch: the file was altered or damaged")
+    if key is not None and payload.get("key") != key:
+        raise ResultFileError(json_path, f"computed for key {payload.get('key')!r}, not {key!r}")
     arrays = None
     if "arrays" in payload:
-        with np.load(npz_path, allow_pickle=False) as npz:
-            arrays = {key: npz[member] for key, member in payload["arrays"].items()}
+        arrays = {}
+        try:
+            npz = np.load(npz_path, allow_pickle=False)
+        except FileNotFoundError:
+            raise ResultFileError(npz_path, "missing (the JSON file next to it refers to its arrays)") from None
+        except Exception as exc:  # a damaged file fails in many ways (zip, NPY header, pickle refused, ...)
+            raise ResultFileError(npz_path, f"unreadable ({type(exc).__name__}: {exc})") from None
+        with npz:
+            for name, record in payload["arrays"].items():
+                try:
+                    value = npz[record["member"]]
+                except Exception as exc:
+                    raise ResultFileError(npz_path, f"array {name!r} unreadable ({type(exc).__name__}: {exc})") \
+                        from None
+                if list(value.shape) != record["shape"] or value.dtype.str != record["dtype"]:
+                    raise ResultFileError(npz_path, f"array {name!r} has shape {value.shape} and dtype "
+                                                    f"{value.dtype.str}, expected {tuple(record['shape'])} and "
+                                                    f"{record['dtype']}")
+                if _array_digest(value) != record["sha256"]:
+                    raise ResultFileError(npz_path, f"array {name!r}: content hash mismatch (altered or damaged)")
+                arrays[name] = value
     return from_jsonable(payload["data"], arrays)
+
+
+def try_load_result(path: str, key: str | None = None, default=None):
+    """:func:`load_result`, or ``default`` when the file is missing or cannot be trusted (then a
+    :class:`DamagedResultWarning` names the file and says why: the caller computes the result again)."""
+    try:
+        return load_result(path, key=key)
+    except FileNotFoundError:
+        return default
+    except ResultFileError as exc:
+        _warn_damaged(exc.path, exc.reason)
+        return default
+
+
+class ResultFolder:
+    """Results keyed by string in a folder: one :func:`save_result` file pair per key, named by a readable prefix
+    of the key and a hash of it, and holding the key itself (a file found under another key's name is not used).
+
+    A damaged or mismatched file reads as missing (with a :class:`DamagedResultWarning`) and is overwritten by the
+    next :meth:`put` of its key. Writes are atomic, so two processes putting the same key (the same deterministic
+    result) leave one valid file.
+    """
+
+    def __init__(self, folder: str):
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"folder must be a path, got {type(folder).__name__}")
+        self.folder = os.fspath(folder)
+
+    def path(self, key: str) -> str:
+        """The JSON path of ``key``."""
+        prefix = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", key.split("#")[0])[:60].strip("_.")
+        return os.path.join(self.folder, f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json")
+
+    def get(self, key: str, default=None):
+        """The result stored under ``key``, or ``default`` if there is none (or it is damaged)."""
+        return try_load_result(self.path(key), key=key, default=default)
+
+    def put(self, key: str, value) -> str:
+        """Store ``value`` under ``key``; returns the JSON path."""
+        return save_result(value, self.path(key), key=key)
 
 
 # -- resumable stores ---------------------------------------------------------------------------------------------
@@ -207,18 +385,49 @@ class ResultStore:
 
     ``ResultStore(None)`` keeps entries in memory only. Values are anything :func:`to_jsonable` accepts; arrays
     are stored as lists (entries are small). ``config`` identifies the study: a store on disk written with a
-    different configuration is discarded rather than mixed with the new one.
+    different configuration is discarded rather than mixed with the new one. Every entry carries a checksum: a
+    file that cannot be read (truncated, damaged) or another configuration's file is reported with a
+    :class:`DamagedResultWarning` and its entries are computed again; a damaged entry alone is dropped alone.
+    :meth:`put` re-reads the file under a lock (:func:`file_lock` on ``path + ".lock"``) and merges, so processes
+    sharing one store never lose each other's entries.
     """
 
     def __init__(self, path: str | None, config: dict | None = None):
         self.path = path
         self.config = to_jsonable(config or {})
-        self._entries: dict = {}
-        if path is not None and os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                payload = json.load(fh)
-            if payload.get("config") == self.config:
-                self._entries = payload.get("entries", {})
+        self._entries: dict = {} if path is None else self._read(report=True)
+
+    def _read(self, report: bool) -> dict:
+        """The valid entries of the file for this configuration (reporting what is not trusted if ``report``)."""
+        def bad(reason):
+            if report:
+                _warn_damaged(self.path, reason, "its entries will be computed again")
+            return {}
+
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return {}
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            return bad(f"not valid JSON, truncated or damaged ({exc})")
+        if (not isinstance(payload, dict) or payload.get("format") != STORE_FORMAT
+                or not isinstance(payload.get("entries"), dict) or not isinstance(payload.get("sha256"), dict)):
+            return bad(f"not a results store of format {STORE_FORMAT!r}")
+        if payload.get("config") != self.config:
+            return bad("written for another configuration")
+        entries, damaged = {}, []
+        for key, value in payload["entries"].items():
+            if payload["sha256"].get(key) == _json_digest([key, value]):
+                entries[key] = value
+            else:
+                damaged.append(key)
+        if damaged and report:
+            _warn_damaged(self.path, f"{len(damaged)} entries fail their checksum (first: {damaged[0]!r})",
+                          "they will be computed again")
+        return entries
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
@@ -234,13 +443,21 @@ class ResultStore:
 
     def put(self, key: str, value) -> None:
         self._entries[key] = to_jsonable(value)
-        if self.path is not None:
-            atomic_write_json(self.path, {"config": self.config, "entries": self._entries})
+        if self.path is None:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with file_lock(self.path + ".lock"):
+            merged = self._read(report=False)
+            merged.update(self._entries)
+            self._entries = merged
+            atomic_write_json(self.path, {"format": STORE_FORMAT, "config": self.config, "entries": merged,
+                                          "sha256": {k: _json_digest([k, v]) for k, v in merged.items()}})
 
 
 # -- reference cache ----------------------------------------------------------------------------------------------
 def fingerprint(*parts) -> str:
-    """SHA-256 hex digest of a sequence of numbers, strings, arrays, tensors, mixtures and schedules."""
+    """SHA-256 hex digest of a sequence of numbers, strings, arrays, tensors, mixtures, schedules, and of lists,
+    tuples, dicts and dataclasses of them (by content); functions and classes count by their import path."""
     digest = hashlib.sha256()
     for part in parts:
         for chunk in _fingerprint_chunks(part):
@@ -270,10 +487,52 @@ def _fingerprint_chunks(part):
         yield f"seq{len(part)}".encode()
         for p in part:
             yield from _fingerprint_chunks(p)
-    elif isinstance(part, float):
-        yield repr(part).encode()
+    elif isinstance(part, dict):
+        # By content, in key order: a repr would abbreviate large arrays ("...") and depend on insertion order.
+        yield f"dict{len(part)}".encode()
+        for key in sorted(part, key=repr):
+            yield from _fingerprint_chunks(key)
+            yield from _fingerprint_chunks(part[key])
+    elif dataclasses.is_dataclass(part) and not isinstance(part, type):
+        yield f"dataclass {type(part).__module__}.{type(part).__qualname__}".encode()
+        for f in dataclasses.fields(part):
+            yield f.name.encode()
+            yield from _fingerprint_chunks(getattr(part, f.name))
+    elif callable(part) and hasattr(part, "__qualname__"):
+        # A function or class by its import path (its repr holds a memory address).
+        yield f"callable {part.__module__}.{part.__qualname__}".encode()
     else:
         yield repr(part).encode()
+
+
+#: Fields that record where and how fast a result was computed, not what it is (:func:`content_digest`).
+MACHINE_FIELDS = ("provenance", "timings", "seconds", "runtime_s", "study_seconds", "optimization_time_s",
+                  "optimisation_time_s", "reference_time_s", "training_seconds")
+
+
+def content_digest(obj, ignore=MACHINE_FIELDS) -> str:
+    """SHA-256 of everything :func:`save_result` would save of ``obj`` (arrays by content, floats exactly),
+    leaving out, at any depth, the dict entries and dataclass fields named in ``ignore`` (by default
+    :data:`MACHINE_FIELDS`: provenance and timings). Equal digests mean bitwise equal results: how to check that a
+    result does not depend on where it was computed."""
+    arrays: dict = {}
+    data = to_jsonable(obj, arrays)
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ignore}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    kept = strip(data)
+    referenced = sorted(k for k in arrays if not set(_path_names(k)) & set(ignore))
+    return fingerprint(_json_digest(kept), [(k, arrays[k]) for k in referenced])
+
+
+def _path_names(path: str) -> list:
+    """The field and key names along an array's path (``root.curves[0].median`` -> root, curves, median)."""
+    return re.split(r"[.\[\]]+", path)
 
 
 _REFERENCE_CODE: list = []
@@ -297,6 +556,12 @@ def cached_reference(target, schedule, x: torch.Tensor, t_start: float, t_end: f
                      backend: str = "scipy", method: str = "DOP853", rtol: float = 1e-12, atol: float = 1e-12,
                      cache_dir: str | None | bool = None, **kwargs):
     """:func:`expsolver.reference_solve` of ``target.as_model(schedule)``, cached on disk.
+
+    The cache file ``ref-<key>.npz`` holds the states, the NFE, the full key and a SHA-256 of the arrays; one that
+    is unreadable, altered, of another shape or written for another key is reported
+    (:class:`DamagedResultWarning`, naming the file) and replaced by a fresh solve. Concurrent processes that need
+    the same reference solve it once: the first holds a lock (:func:`file_lock`) while the others wait and then
+    read its file. A folder that cannot be written is used without storing anything (with a warning).
 
     Parameters
     ----------
@@ -327,24 +592,99 @@ def cached_reference(target, schedule, x: torch.Tensor, t_start: float, t_end: f
     ts_arr = None if ts is None else np.asarray(ts, dtype=np.float64)
     key = fingerprint("reference/1", _reference_code(), target, schedule, x, float(t_start), float(t_end), ts_arr,
                       backend, method, float(rtol), float(atol))
+    shapes = (tuple(x.shape), None if ts_arr is None else (len(ts_arr),) + tuple(x.shape))
+
+    def hit(found):
+        xs = None if found["xs"] is None else torch.from_numpy(found["xs"]).to(x)
+        return dict(x=torch.from_numpy(found["x"]).to(x), xs=xs, nfe=found["nfe"], status="success", key=key,
+                    cached=True)
+
     path = None
     if cache_dir is not False:
         folder = os.environ.get("EXPSOLVER_CACHE_DIR", DEFAULT_CACHE_DIR) if cache_dir is None else cache_dir
         path = os.path.join(folder, f"ref-{key[:32]}.npz")
-        if os.path.exists(path):
-            with np.load(path, allow_pickle=False) as npz:
-                xs = torch.from_numpy(npz["xs"]).to(x) if "xs" in npz.files else None
-                return dict(x=torch.from_numpy(npz["x"]).to(x), xs=xs, nfe=int(npz["nfe"]), status="success",
-                            key=key, cached=True)
-    result = reference_solve(target.as_model(schedule), schedule, x, t_start, t_end, backend=backend,
-                             method=method, rtol=rtol, atol=atol, ts=ts_arr)
-    if not result.success:
-        raise RuntimeError(f"reference solve failed ({backend} {method}, rtol={rtol}): {result.message}")
-    if path is not None:
-        arrays = dict(x=result.x.detach().cpu().numpy(), nfe=np.array(result.nfe))
-        if result.xs is not None:
-            arrays["xs"] = result.xs.detach().cpu().numpy()
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        found = _read_reference(path, key, shapes)
+        if found is not None:
+            return hit(found)
+    if path is not None and not _usable_folder(os.path.dirname(path)):
+        path = None
+    with contextlib.ExitStack() as stack:
+        if path is not None:
+            lock = path[:-4] + ".lock"
+            if stack.enter_context(file_lock(lock)):
+                # Removed while still held (callbacks run in reverse): a process that waited on it finds the file.
+                stack.callback(_remove, lock)
+                # Whoever held the lock before may have just written the file.
+                found = _read_reference(path, key, shapes, report=False)
+                if found is not None:
+                    return hit(found)
+        result = reference_solve(target.as_model(schedule), schedule, x, t_start, t_end, backend=backend,
+                                 method=method, rtol=rtol, atol=atol, ts=ts_arr)
+        if not result.success:
+            raise RuntimeError(f"reference solve failed ({backend} {method}, rtol={rtol}): {result.message}")
+        if path is not None:
+            _write_reference(path, key, result)
     return dict(x=result.x, xs=result.xs, nfe=result.nfe, status=result.status, key=key, cached=False)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _usable_folder(folder: str) -> bool:
+    """Create the cache folder if needed; ``False`` (with a warning) when that is not possible."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return True
+    except OSError as exc:
+        warnings.warn(f"reference cache folder {folder} cannot be created ({exc}); running without the cache",
+                      DamagedResultWarning, stacklevel=3)
+        return False
+
+
+def _read_reference(path: str, key: str, shapes: tuple, report: bool = True) -> dict | None:
+    """The cached arrays at ``path`` if present and trustworthy for ``key`` and ``shapes`` (``x`` and ``xs``);
+    ``None`` otherwise (reported as damaged when the file exists, if ``report``)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            members = {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged file fails in many ways (zip, NPY header, pickle refused, ...)
+        reason = f"unreadable ({type(exc).__name__}: {exc})"
+    else:
+        xs = members.get("xs")
+        if str(members.get("format", "")) != REFERENCE_FORMAT or not {"x", "nfe", "key", "sha256"} <= set(members):
+            reason = f"not a reference of format {REFERENCE_FORMAT!r}"
+        elif str(members["key"]) != key:
+            reason = f"computed for key {str(members['key'])[:16]}..., not {key[:16]}..."
+        elif members["x"].shape != shapes[0] or (None if xs is None else xs.shape) != shapes[1]:
+            reason = (f"wrong shapes: x {members['x'].shape}, xs {None if xs is None else xs.shape}; expected "
+                      f"{shapes[0]} and {shapes[1]}")
+        elif str(members["sha256"]) != _reference_digest(members["x"], xs, members["nfe"]):
+            reason = "content hash mismatch (altered or damaged)"
+        else:
+            return dict(x=members["x"], xs=xs, nfe=int(members["nfe"]))
+    if report:
+        _warn_damaged(path, reason, "the reference will be solved again")
+    return None
+
+
+def _reference_digest(x, xs, nfe) -> str:
+    return _array_digest(*(a for a in (x, xs, np.asarray(nfe, dtype=np.int64)) if a is not None))
+
+
+def _write_reference(path: str, key: str, result) -> None:
+    arrays = dict(x=result.x.detach().cpu().numpy(), nfe=np.array(result.nfe, dtype=np.int64))
+    if result.xs is not None:
+        arrays["xs"] = result.xs.detach().cpu().numpy()
+    arrays.update(format=np.array(REFERENCE_FORMAT), key=np.array(key),
+                  sha256=np.array(_reference_digest(arrays["x"], arrays.get("xs"), arrays["nfe"])))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:
+        warnings.warn(f"reference cache folder {os.path.dirname(path)} is not writable ({exc}); running without "
+                      f"storing references", DamagedResultWarning, stacklevel=3)

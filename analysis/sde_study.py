@@ -60,6 +60,7 @@ import torch
 
 from expsolver import GaussianMixture, reference_solve, sample, time_grid
 from expsolver.brownian import BrownianPath
+from expsolver.convergence import sample_errors
 from expsolver.dsm import dsm_loss, excess_dsm_loss, irreducible_dsm_loss, train_noise_predictor
 from expsolver.sde_sampling import reverse_sde_sample
 from expsolver.solvers.sde import SDE_REGISTRY
@@ -113,7 +114,8 @@ def _check_divides(steps, fine_steps, name):
 
 
 def _per_sample_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).reshape(a.shape[0], -1).norm(dim=1)
+    """:func:`expsolver.convergence.sample_errors` as a float64 tensor."""
+    return torch.from_numpy(sample_errors(a, b))
 
 
 def _fit(hs, errors, expected, floor=None, floor_factor=3.0) -> OrderFit:

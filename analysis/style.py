@@ -93,16 +93,17 @@ def use_agg():
 def save_figure(fig, out_dir, stem: str, *, dpi: int = 150, close: bool = True) -> list[str]:
     """Save ``fig`` as ``out_dir/stem.pdf`` and ``out_dir/stem.png``; returns both paths.
 
-    The PDF is reproducible (no creation date in its metadata). Each file is written to a temporary name in the
-    same folder and moved into place, so an interrupted run never leaves a half-written figure.
+    The PDF is reproducible (no creation date in its metadata). Each file is written to a uniquely named
+    temporary file in the same folder and moved into place (:func:`analysis.results.atomic_output`), so an
+    interrupted run never leaves a half-written figure and two runs writing one folder never collide.
     """
-    os.makedirs(out_dir, exist_ok=True)
+    from .results import atomic_output
+
     paths = []
     for ext, extra in (("pdf", dict(metadata={"CreationDate": None, "Producer": None})), ("png", dict(dpi=dpi))):
         path = os.path.join(out_dir, f"{stem}.{ext}")
-        tmp = os.path.join(out_dir, f".{stem}.{ext}.tmp")
-        fig.savefig(tmp, format=ext, bbox_inches="tight", pad_inches=0.08, **extra)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight", pad_inches=0.08, **extra)
         paths.append(path)
     if close:
         import matplotlib.pyplot as plt

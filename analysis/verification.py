@@ -1,8 +1,9 @@
 """Order verification: the measured local and global orders of every registered solver, on a problem chosen so
 that they show.
 
-This module is the one implementation of the protocol behind the order tests (``tests/test_orders.py`` asserts
-its results) and behind the orders that ``paper_figs`` writes to ``summary.json`` (DESIGN.md Sec. 4). The
+This module is the protocol behind the order tests (``tests/test_orders.py`` asserts its results) and behind the
+orders that ``paper_figs`` writes to ``summary.json``; the measurements are :func:`expsolver.convergence.local_order`
+and :func:`expsolver.convergence.global_order`, with this problem's references and step ranges. The
 figure studies (:mod:`analysis.local_error`, :mod:`analysis.global_error`) use the sharp standard targets, on
 which the higher-order methods are still pre-asymptotic at the largest budgets a figure can afford; here the
 problem and the step range are chosen so that every declared order is reached above the error floor.
@@ -13,7 +14,9 @@ problem and the step range are chosen so that every declared order is reached ab
 * **Reference**: SciPy DOP853 in the lambda variable at ``rtol = atol = 1e-12`` (verified against the
   closed-form single-Gaussian flow and torchdiffeq dopri8 in ``tests/test_reference.py``).
 * **Error statistic**: the median over samples of the per-sample L2 error (samples near a mode boundary make RMS
-  slopes erratic).
+  slopes erratic), :func:`expsolver.convergence.sample_errors`; for the global errors the lower median (the smaller
+  of the two middle errors of the 64 samples, as ``torch.median`` gives it), which these measurements have always
+  used.
 * **Local** (expected slope ``order + 1``): one step ``lam_s -> lam_s + h`` from the exact state at ``lam_s = 0``
   for ``h = 0.8 * 2^(-j/2)``, ``j = 0..16`` (0.8 down to 0.003); a multistep rule gets the exact history
   ``(lam_s - m h, N(x_ref(lam_s - m h)))``, so the error is its truncation error alone. Errors below
@@ -21,22 +24,22 @@ problem and the step range are chosen so that every declared order is reached ab
   largely cancel, so the local floor is lower than the global one.
 * **Global** (expected slope ``order``): the path ``t = 1 -> 1e-3`` on a logSNR grid of 4 to 1024 steps (the
   NFE of a singlestep rule is ``order`` times that), stopping once the error reaches :data:`GLOBAL_FLOOR`
-  (1e-10, the reference's accuracy), ``lower_order_final`` off. The step size in the fit is the actual lambda
-  step ``(lam(1e-3) - lam(1)) / steps``. The components make the fourth-order methods pre-asymptotic until small
+  (1e-10, the reference's accuracy), ``lower_order_final`` off. The step size in the fit is the largest lambda
+  step of the grid (``(lam(1e-3) - lam(1)) / steps`` to rounding). The components make the fourth-order methods pre-asymptotic until small
   steps (the fitted window of DPM-Solver-4M starts at ``h = 0.05``, 192 steps, in both forms), which is why the
   grid goes that far. A multistep rule starts from exact values at its first ``order - 1`` grid points
-  (``start="exact"``, the standard convergence test of a multistep method: its history is filled by its own
-  steps from the reference states). With the driver's lower-order warm-up (``start="warm-up"``, what
+  (``start="exact"``, the standard convergence test of a multistep method: its history holds the model values at
+  the reference states). With the driver's lower-order warm-up (``start="warm-up"``, what
   :func:`expsolver.sample` does) the first, first-order step adds an ``O(h^2)`` global term; its constant is tiny
   here, because the prediction varies like ``e^{2 lam}`` near ``lam_start = -5``, but it surfaces as a floor near
   1e-9 for DPM-Solver-4M at 500-1000 steps, so the warm-up path is measured for orders 2 and 3
   (:data:`WARM_UP_SOLVERS`).
-* **Fit**: :func:`analysis.order.fit_order` over its automatically chosen window (floors passed as
+* **Fit**: :func:`expsolver.convergence.fit_order` over its automatically chosen window (floors passed as
   ``floor / 10``); a measurement *agrees* when the fit is reliable and within :data:`ORDER_TOL` (0.15) of the
   expected order.
 
 The official third-order multistep (``DPM-Solver-3M-official``) is registered with order 2: its measured orders
-(2 global, 3 local) document the defect of the official implementation (README).
+(2 global, 3 local) document the defect of the official implementation (docs/official-differences.md).
 """
 
 from __future__ import annotations
@@ -46,20 +49,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from expsolver import REGISTRY, VPLinear, integrate, sample
+from expsolver import REGISTRY, VPLinear, time_grid
+from expsolver.convergence import global_order, local_order
+from expsolver.driver import check_solver
 from expsolver._validation import check_int
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
-from expsolver.sample import plan_steps
 
-from .local_error import ALGORITHM_TYPES, PREDICTION_OF, one_step_errors
-from .order import OrderFit, fit_order
+from .local_error import ALGORITHM_TYPES, PREDICTION_OF
+from .order import OrderFit
 from .results import cached_reference, provenance, result_type
 from .targets import T_END, T_START, verification_target
 
 __all__ = ["VerificationProblem", "OrderMeasurement", "OrderVerification", "measure_local_order",
            "measure_global_order", "verify_orders", "ORDER_TOL", "ALGORITHM_TYPES", "LOCAL_HS", "GLOBAL_STEPS",
-           "GLOBAL_FLOOR", "LOCAL_FLOOR", "WARM_UP_SOLVERS", "PREDICTION_OF"]
+           "GLOBAL_FLOOR", "LOCAL_FLOOR", "WARM_UP_SOLVERS", "PREDICTION_OF", "lower_median"]
 
 #: Tolerance of the agreement between a measured and a declared order.
 ORDER_TOL = 0.15
@@ -216,8 +220,9 @@ class OrderVerification:
         return sum(m.agrees for m in self.measurements)
 
 
-def _median_error(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((x - ref).reshape(x.shape[0], -1).norm(dim=1).median())
+def lower_median(errors: np.ndarray) -> float:
+    """The lower median of the per-sample errors: the smaller middle value for an even count (``torch.median``)."""
+    return float(np.sort(errors)[(len(errors) - 1) // 2])
 
 
 def _config(name: str):
@@ -226,67 +231,54 @@ def _config(name: str):
     return REGISTRY[name]
 
 
+def _solver(solver):
+    """``(label, solver object)`` of a registry name or a solver object (the protocol of
+    :class:`expsolver.Solver`)."""
+    if isinstance(solver, str):
+        return solver, _config(solver).make()
+    return repr(check_solver(solver)), solver
+
+
 def _check_algorithm_type(algorithm_type: str) -> None:
     if algorithm_type not in PREDICTION_OF:
         raise ValueError(f"algorithm_type must be one of {ALGORITHM_TYPES}, got {algorithm_type!r}")
 
 
-def measure_local_order(vp: VerificationProblem, name: str, algorithm_type: str) -> OrderMeasurement:
+def measure_local_order(vp: VerificationProblem, solver, algorithm_type: str) -> OrderMeasurement:
     """One step of every size in :data:`LOCAL_HS` from the exact state at ``lam_s = 0`` (module docstring), by
-    :func:`analysis.local_error.one_step_errors`."""
-    config = _config(name)
+    :func:`expsolver.convergence.local_order`. ``solver``: a registry name or a solver object."""
+    name, rule = _solver(solver)
     _check_algorithm_type(algorithm_type)
-    rule = config.make_rule()
     problem = vp.problem(algorithm_type)
-    hs, errors = one_step_errors(rule, problem, vp.local_state, LAM_S, LOCAL_HS)
-    medians = [float(np.median(e)) for e in errors]
-    fit = fit_order(hs, medians, expected=config.order + 1, floor=LOCAL_FLOOR / 10)
+    result = local_order(problem, rule, vp.x, T_START, LOCAL_HS, t_step=problem.t_of_rho(LAM_S),
+                         reference=lambda times: [vp.local_state(problem.rho(t)) for t in times],
+                         expected=rule.order + 1, floor=LOCAL_FLOOR / 10, name=name)
     return OrderMeasurement(solver=name, algorithm_type=algorithm_type, kind="local", start="exact",
-                            hs=np.array(hs), errors=np.array(medians), nfe=np.array([problem.nfe]), fit=fit,
-                            expected=config.order + 1)
+                            hs=result.hs, errors=result.errors, nfe=np.array([int(result.nfe.sum())]), fit=result.fit,
+                            expected=rule.order + 1)
 
 
-def _multistep_from_exact_start(vp: VerificationProblem, config, algorithm_type: str, n: int):
-    """The multistep path with exact starting values: the rule's own steps run from the reference states at the
-    first ``order - 1`` grid points (filling its history with exact model values), then from its own states.
-    Returns ``(x_end, nfe)``."""
-    k = config.options["order"]
-    plan = plan_steps("multistep", vp.schedule, n, k, "logSNR", T_START, T_END, False, None)
-    exact = vp.start_states([plan[0].s] + [st.t for st in plan[: k - 1]])
-    problem = vp.problem(algorithm_type)
-    rule = config.make_rule()
-    state = rule.init(problem, vp.x)
-    for i in range(k - 1):
-        rule.step(problem, exact[i], plan[i], state)  # fills the history; the result is replaced by exact[i + 1]
-    return integrate(problem, rule, plan[k - 1:], exact[k - 1], state=state), problem.nfe
-
-
-def measure_global_order(vp: VerificationProblem, name: str, algorithm_type: str,
+def measure_global_order(vp: VerificationProblem, solver, algorithm_type: str,
                          start: str = "exact") -> OrderMeasurement:
     """Whole paths on logSNR grids of :data:`GLOBAL_STEPS` steps until the error reaches :data:`GLOBAL_FLOOR`
-    (module docstring). ``start``: "exact" starting values of a multistep rule, or the driver's "warm-up"."""
-    config = _config(name)
+    (module docstring), by :func:`expsolver.convergence.global_order`. ``solver``: a registry name or a solver
+    object; ``start``: "exact" starting values of a multistep rule, or the driver's "warm-up"."""
+    name, rule = _solver(solver)
     _check_algorithm_type(algorithm_type)
     if start not in ("exact", "warm-up"):
         raise ValueError(f"start must be 'exact' or 'warm-up', got {start!r}")
-    hs, errors, nfes = [], [], []
-    for n in GLOBAL_STEPS:
-        if config.kind == "multistep" and start == "exact":
-            x_end, nfe = _multistep_from_exact_start(vp, config, algorithm_type, n)
-        else:
-            steps = n * config.options["order"] if config.kind == "singlestep" else n
-            result = sample(vp.model, vp.schedule, vp.x, steps=steps, t_start=T_START, t_end=T_END,
-                            skip_type="logSNR", algorithm_type=algorithm_type, **config.options)
-            x_end, nfe = result.x, result.nfe
-        hs.append(vp.span / n)
-        errors.append(_median_error(x_end, vp.global_reference))
-        nfes.append(nfe)
-        if errors[-1] < GLOBAL_FLOOR:
-            break
-    fit = fit_order(hs, errors, expected=config.order, floor=GLOBAL_FLOOR / 10)
-    return OrderMeasurement(solver=name, algorithm_type=algorithm_type, kind="global", start=start,
-                            hs=np.array(hs), errors=np.array(errors), nfe=np.array(nfes), fit=fit,
-                            expected=config.order)
+
+    def reference(times):
+        if times == [T_END]:
+            return [vp.global_reference]
+        return vp.start_states([T_START] + times)[1:]
+
+    result = global_order(vp.problem(algorithm_type), rule, vp.x, T_START, T_END, GLOBAL_STEPS, start=start,
+                          grid=lambda n: time_grid(vp.schedule, "logSNR", T_START, T_END, n), reference=reference,
+                          statistic=lower_median, expected=rule.order, floor=GLOBAL_FLOOR / 10,
+                          stop_below=GLOBAL_FLOOR, name=name)
+    return OrderMeasurement(solver=name, algorithm_type=algorithm_type, kind="global", start=start, hs=result.hs,
+                            errors=result.errors, nfe=result.nfe, fit=result.fit, expected=rule.order)
 
 
 def verify_orders(names=None, algorithm_types=ALGORITHM_TYPES, *, warm_up=WARM_UP_SOLVERS,

@@ -2,7 +2,7 @@
 
 Where the noise enters
 ----------------------
-The reverse SDE (seed eq. (7)) ``dx = [f x + g^2/sigma_t eps] dt + g(t) dw_bar`` has additive noise. Since
+The reverse SDE (Song et al. 2021 eq. (6)) ``dx = [f x + g^2/sigma_t eps] dt + g(t) dw_bar`` has additive noise. Since
 ``g^2 = -2 sigma_t^2 dlam/dt``, the time change ``t -> lam`` turns it into
 
     g(t) dw_bar_t = sqrt(2) sigma(lam) dB_lam,                 B a standard Brownian motion in lam,
@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from ._validation import check_finite_array, check_float, check_int
-from .phi import phis
+from .phi_functions import phis
 
 __all__ = ["NoiseSource", "GeneratorNoise", "TensorNoise", "BrownianPath", "noise_source", "check_generator",
            "exp_weighted_variance", "refine", "VARIABLES"]

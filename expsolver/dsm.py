@@ -1,4 +1,4 @@
-"""Denoising score matching (seed eqs. (5), (6)): Monte-Carlo losses, the irreducible value, a small MLP.
+"""Denoising score matching (Vincent 2011; Ho et al. 2020 eq. (14)): Monte-Carlo losses, the irreducible value, a small MLP.
 
 The losses
 ----------
@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_int, check_positive_float, reject_unknown_kwargs
+from ._validation import check_choice, check_int, check_positive_float, check_state, reject_unknown_kwargs
 from .gmm import GaussianMixture
+from .models import ModelOutputError
 from .schedules import VPSchedule
 
 __all__ = ["MCEstimate", "dsm_loss", "irreducible_dsm_loss", "excess_dsm_loss", "NoisePredictorMLP", "TrainResult",
@@ -83,11 +84,28 @@ def _check_generator(generator):
     return generator
 
 
+def _check_data(data):
+    """``data`` is a GaussianMixture or a finite floating-point tensor of shape (N, d) on a data-holding device."""
+    if isinstance(data, GaussianMixture):
+        return data
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a GaussianMixture or a floating-point torch.Tensor of shape (N, d), got "
+                        f"{type(data).__name__}")
+    check_state(data, "data")  # floating point, N >= 1, not a meta tensor, no NaN or Inf rows
+    if data.ndim != 2:
+        raise ValueError(f"data must have shape (N, d), got {tuple(data.shape)}")
+    return data
+
+
+def _check_dtype(dtype):
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
+
+
 def _draw_x0(data, n, generator, dtype):
     if isinstance(data, GaussianMixture):
         return data.sample(n, generator, dtype=dtype)
-    if not isinstance(data, torch.Tensor) or data.ndim != 2 or not data.is_floating_point():
-        raise TypeError("data must be a GaussianMixture or a floating-point tensor of shape (n, d)")
     idx = torch.randint(0, data.shape[0], (n,), generator=generator)
     return data[idx].to(dtype)
 
@@ -101,11 +119,19 @@ def _noised(schedule, x0, lo, hi, generator):
     return t.to(x0.dtype), eps, xt, sigma
 
 
-def _terms(model, xt, t, eps, sigma, form, model_type):
+def _model_output(model, xt, t):
+    """``model(xt, t)``, checked: a tensor of ``xt``'s shape with finite entries (:class:`ModelOutputError`)."""
     out = model(xt, t)
     if not isinstance(out, torch.Tensor) or out.shape != xt.shape:
-        raise ValueError(f"model output must have shape {tuple(xt.shape)}, got "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        raise ModelOutputError(f"model output must have shape {tuple(xt.shape)}, got "
+                               f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    if not bool(torch.isfinite(out).all()):
+        raise ModelOutputError("model output contains NaN or Inf entries")
+    return out
+
+
+def _terms(model, xt, t, eps, sigma, form, model_type):
+    out = _model_output(model, xt, t)
     s = sigma[:, None]
     eps_hat = out if model_type == "noise" else -s * out
     sq = ((eps_hat - eps) ** 2).sum(dim=1)
@@ -146,6 +172,8 @@ def dsm_loss(model, schedule, data, *, n: int | None = None, form: str = "noise"
     form = check_choice(form, "form", LOSS_FORMS)
     model_type = check_choice(model_type, "model_type", _MODEL_TYPES)
     generator = _check_generator(generator)
+    data = _check_data(data)
+    _check_dtype(dtype)
     if n is None:
         if not isinstance(data, torch.Tensor):
             raise TypeError("n is required when data is a GaussianMixture")
@@ -207,10 +235,7 @@ def excess_dsm_loss(model, mixture: GaussianMixture, schedule, *, n: int, t_rang
 
     def batch(m):
         t, xt = _draw_marginal(mixture, schedule, m, lo, hi, generator)
-        out = model(xt, t)
-        if not isinstance(out, torch.Tensor) or out.shape != xt.shape:
-            raise ValueError(f"model output must have shape {tuple(xt.shape)}")
-        diff = out - mixture.eps(xt, t, schedule)
+        diff = _model_output(model, xt, t) - mixture.eps(xt, t, schedule)
         return (diff * diff).sum(dim=1)
 
     return _batched_mc(n, batch_size, batch)
@@ -350,12 +375,9 @@ def train_noise_predictor(data, schedule, *, steps: int = 3000, batch_size: int 
     if not isinstance(schedule, VPSchedule):
         raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
     lo, hi = _t_range(schedule, t_range)
-    if isinstance(data, GaussianMixture):
-        dim = data.d
-    elif isinstance(data, torch.Tensor) and data.ndim == 2 and data.is_floating_point():
-        dim = data.shape[1]
-    else:
-        raise TypeError("data must be a GaussianMixture or a floating-point tensor of shape (N, d)")
+    data = _check_data(data)
+    _check_dtype(dtype)
+    dim = data.d if isinstance(data, GaussianMixture) else data.shape[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = NoisePredictorMLP(dim, hidden=hidden, depth=depth, n_frequencies=n_frequencies, dtype=dtype)

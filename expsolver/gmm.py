@@ -22,7 +22,7 @@ probability-flow ODE ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t)`` is solv
     x_t = alpha_t mu + C_t^{1/2} C_s^{-1/2} (x_s - alpha_s mu)
         = alpha_t mu + U diag(sqrt(c_t / c_s)) U^T (x_s - alpha_s mu)
 
-(DESIGN.md Sec. 1, "Analytic test problems"). Evaluations are batched over ``(K, batch, d)``: with one time for
+(the closed form the sampler tests compare against). Evaluations are batched over ``(K, batch, d)``: with one time for
 the whole batch, ``C_k^{-1} = U_k diag(1/c_k) U_k^T`` is formed once per call and ``score``/``eps`` cost one batched
 matrix product (full covariances) or none (diagonal, isotropic); per-sample times cost two.
 """
@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._validation import check_finite_array, check_int, check_state
+from ._validation import check_finite_array, check_has_data, check_int, check_state
 
 __all__ = ["GaussianMixture", "GaussianMixtureModel"]
 
@@ -359,6 +359,7 @@ class GaussianMixture:
         if isinstance(t, torch.Tensor):
             if not t.is_floating_point():
                 raise TypeError(f"{name} must be a float or a floating-point tensor, got dtype {t.dtype}")
+            check_has_data(t, name)
             batch = x.shape[0]
             if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1 and batch != 1):
                 t = t.item()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_choice, check_int
+from ._validation import as_real_array, check_choice, check_int
 from .schedules import VPSchedule
 
 __all__ = ["SKIP_TYPES", "time_grid", "check_grid", "explicit_grid"]
@@ -65,7 +65,7 @@ def _grid_times(schedule, skip_type: str, t_start: float, t_end: float, n_steps:
 def check_grid(schedule, timesteps, name: str = "timesteps") -> np.ndarray:
     """Validate an explicit grid: 1-D, at least 2 finite times inside the schedule's range, strictly decreasing,
     with every ``lam`` step > 0 in float64. Returns a float64 numpy copy."""
-    ts = _as_times(timesteps, name)
+    ts = as_real_array(timesteps, name)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {ts.shape}")
     _check_schedule(schedule)
@@ -98,21 +98,13 @@ def check_model_timesteps(schedule, model_timesteps, timesteps) -> np.ndarray:
     ``len(timesteps) - 1`` finite times inside the schedule's range, ``model_timesteps[i]`` being the time at which
     the model is queried at the grid point ``timesteps[i]`` (the points where a one-evaluation-per-step method calls
     it). Need not be monotone. Returns a float64 numpy copy."""
-    mt = _as_times(model_timesteps, "model_timesteps")
+    mt = as_real_array(model_timesteps, "model_timesteps")
     if mt.ndim != 1 or mt.shape[0] != len(timesteps) - 1:
         raise ValueError(f"model_timesteps must hold one time per grid point where the model is called "
                          f"(len(timesteps) - 1 = {len(timesteps) - 1}), got shape {mt.shape}")
     for k, t in enumerate(mt):
         schedule.check_time(float(t), f"model_timesteps[{k}]")
     return mt
-
-
-def _as_times(values, name: str) -> np.ndarray:
-    """A float64 numpy copy of a sequence of times (list, numpy array or tensor); ``TypeError`` naming ``name``."""
-    try:
-        return np.array(values.detach().cpu().numpy() if hasattr(values, "detach") else values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a 1-D sequence of times, got {type(values).__name__}") from exc
 
 
 def _check_schedule(schedule) -> None:

@@ -9,7 +9,7 @@ them) the ``lam`` increments are ``(lam_end - lam_start) * softmax(theta)``, so
 ``lam_i = lam_start + (lam_end - lam_start) * sum_{j<i} softmax(theta)_j``, strictly increasing for any ``theta``.
 
 **Differentiating the solver.** The step rules are the ones :func:`expsolver.sample` uses, run by the same
-:func:`expsolver.sample.integrate` loop, on a problem whose times are the (tensor) ``lam_i`` themselves (``rho =
+:func:`expsolver.integrate` loop, on a problem whose times are the (tensor) ``lam_i`` themselves (``rho =
 lam``; for a VP schedule ``alpha``, ``sigma`` and every step coefficient are analytic functions of ``lam``), so
 autograd sees every coefficient. The model is called at the float time ``t(lam_i)`` through the
 :class:`~expsolver.models.ModelWrapper`; its output is differentiated by autograd in ``x`` and by a one-sided
@@ -65,10 +65,11 @@ import torch
 from ._validation import check_bool, check_int, check_positive_float, check_state
 from .grids import SKIP_TYPES, check_grid, time_grid
 from .models import ModelWrapper
-from .phi import phis
+from .phi_functions import phis
 from .problems import SemiLinearProblem, StepCoefficients
 from .reference import reference_solve
-from .sample import PREDICTION_OF, _make_rule, integrate, sample
+from .driver import integrate
+from .sampling import PREDICTION_OF, sample, solver_from_options
 from .schedules import VPSchedule, _softplus
 from .solvers.base import Step
 
@@ -82,6 +83,8 @@ _BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solut
 # Options shown in a grid's label only when they differ from sample()'s defaults.
 _LABEL_IF_NOT_DEFAULT = {"denoise_to_zero": False, "model_type": "noise", "time_input": "continuous",
                          "shift_model_times": False}
+# The options that a solver object carries itself.
+_SOLVER_OPTIONS = ("method", "order", "solver_type", "lower_order_final", "compat", "variant", "use_corrector")
 # Options of sample() that describe the solver (recorded in the grid's label and config).
 _CONFIG_KEYS = ("method", "order", "algorithm_type", "solver_type", "lower_order_final", "denoise_to_zero",
                 "compat", "variant", "use_corrector", "model_type", "time_input")
@@ -148,8 +151,10 @@ class OptimizedGrid:
 
     @property
     def sampler_options(self) -> dict:
-        """The ``sample()`` options of :attr:`config` (without ``steps``, ``t_start``, ``t_end``)."""
-        return {k: v for k, v in self.config.items() if k in _CONFIG_KEYS and v is not None}
+        """The ``sample()`` options of :attr:`config` (without ``steps``, ``t_start``, ``t_end``; for a grid of a
+        ``solver=`` object, without the solver options, which the object carries: pass it again)."""
+        keys = [k for k in _CONFIG_KEYS if "solver" not in self.config or k not in _SOLVER_OPTIONS]
+        return {k: v for k, v in self.config.items() if k in keys and v is not None}
 
     @property
     def sample_kwargs(self) -> dict:
@@ -180,7 +185,7 @@ def config_label(options: dict) -> str:
     """A short label of a sampler configuration: the keys of ``sample()`` that select the solver, and those of
     :data:`_LABEL_IF_NOT_DEFAULT` when they differ from their defaults (a grid optimised with
     ``denoise_to_zero=True`` or for an ``x_start`` model is named as such)."""
-    parts = [str(options.get("method"))]
+    parts = [str(options.get("method") if options.get("method") is not None else options.get("solver"))]
     for key in ("order", "variant", "use_corrector", "solver_type", "algorithm_type", "lower_order_final",
                 "compat"):
         if options.get(key) is not None and not (key == "solver_type" and options.get("method") == "unipc"):
@@ -206,7 +211,7 @@ def grid_error(x, ref, weights=None) -> dict:
 
 
 class _Phis(torch.autograd.Function):
-    """``[phi_1(z), ..., phi_n(z)]`` of a 0-dim float64 tensor ``z``, evaluated by :func:`expsolver.phi.phis` on
+    """``[phi_1(z), ..., phi_n(z)]`` of a 0-dim float64 tensor ``z``, evaluated by :func:`expsolver.phi_functions.phis` on
     the float (one source of the values) with the derivative ``phi_k'(z) = phi_k(z) - k phi_{k+1}(z)`` (from
     ``phi_k(z) = int_0^1 e^{(1-u) z} u^{k-1}/(k-1)! du``). Much cheaper than differentiating the 30-term series."""
 
@@ -401,7 +406,11 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         ``solver_type``, ``lower_order_final``, ``variant``, ``use_corrector``, ``compat``, ``denoise_to_zero``,
         ``model_type``, ``time_input``), validated by ``sample()`` itself. ``method`` must be one of
         :data:`OPTIMIZABLE_METHODS` (adaptive methods choose their own grid; DEIS interpolates in ``t``, which
-        this differentiable path does not model; stochastic samplers are excluded).
+        this differentiable path does not model; stochastic samplers are excluded). Or ``solver=obj``, any
+        object of the solver protocol whose ``step`` is written with differentiable arithmetic on the step times
+        (the built-in DPM-Solver and UniPC rules are; :file:`examples/custom_solver.py` shows a user's own): the
+        grid's times reach it as 0-dim tensors in ``lam``. The returned grid runs with
+        ``sample(..., solver=obj, **grid.sample_kwargs)``.
 
     Returns
     -------
@@ -417,6 +426,37 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         invalid sampler options, an unsupported method, ``timesteps``/``skip_type`` among the sampler options
         (this function chooses the grid), mismatched reference shapes.
     """
+    max_iter, n_starts = check_int(max_iter, "max_iter", minimum=1), check_int(n_starts, "n_starts", minimum=1)
+    max_time = math.inf if max_time is None else check_positive_float(max_time, "max_time")
+    reference_tol = check_positive_float(reference_tol, "reference_tol")
+    verbose = check_bool(verbose, "verbose")
+    error_cap = None if error_cap is None else check_positive_float(error_cap, "error_cap")
+    n_validation = check_int(n_validation, "n_validation", minimum=0)
+    options, probe_solver, init_grids, split_states = _check_arguments(
+        model, schedule, x_train, steps, t_start, t_end, x_test, x_holdout, ref_train, ref_test, ref_holdout, n_train,
+        strata, min_per_stratum, init, split, seed, shift_model_times, sampler_options)
+    strata = tuple(float(q) for q in strata)
+    t0 = time.perf_counter()
+    refs = _references(model, schedule, split_states, t_start, t_end, options, sampler_options, reference_tol)
+    reference_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = _GridFit(model, schedule, steps, t_start, t_end, split_states[0][1], refs["pool"], n_train,
+                   min_per_stratum, strata, n_validation, seed, shift_model_times, options, probe_solver,
+                   sampler_options)
+    init_errors = {name: fit.fitpool_errors(ts) for name, ts in init_grids.items()}
+    ranked = sorted(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
+    starts = _run_descents(fit, init_grids, init_errors, ranked, n_train, min_per_stratum, n_starts, max_iter,
+                           max_time, error_cap, verbose)
+    return _report(fit, starts, init_grids, split_states, refs, options, sampler_options, steps, t_start, t_end,
+                   shift_model_times, t0, reference_time)
+
+
+def _check_arguments(model, schedule, x_train, steps, t_start, t_end, x_test, x_holdout, ref_train, ref_test,
+                     ref_holdout, n_train, strata, min_per_stratum, init, split, seed, shift_model_times,
+                     sampler_options):
+    """Validate the arguments of :func:`optimize_timesteps`, split off the test and holdout states and probe the
+    sampler options with ``sample()`` itself. Returns ``(options, solver, init_grids, split_states)`` with
+    ``split_states = [(name, states, given references)]`` for the pool, test and holdout."""
     if not isinstance(schedule, VPSchedule):
         raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
     steps = check_int(steps, "steps", minimum=1)
@@ -428,8 +468,8 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
         if key in sampler_options:
             raise ValueError(f"{key} cannot be a sampler option of optimize_timesteps (it chooses the grid and "
                              f"runs the sampler itself); got {key}={sampler_options[key]!r}")
-    method = sampler_options.get("method", "multistep")
-    if method not in OPTIMIZABLE_METHODS:
+    method = sampler_options.get("method", None if "solver" in sampler_options else "multistep")
+    if method is not None and method not in OPTIMIZABLE_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, OPTIMIZABLE_METHODS))} for "
                          f"optimize_timesteps; got {method!r}")
     if str(sampler_options.get("algorithm_type", "dpmsolver++")).startswith("sde-"):
@@ -438,27 +478,37 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     x_train = check_state(x_train, "x_train")
     n_train = check_int(n_train, "n_train", minimum=2)
     min_per_stratum = check_int(min_per_stratum, "min_per_stratum", minimum=1)
-    max_iter = check_int(max_iter, "max_iter", minimum=1)
-    max_time = math.inf if max_time is None else check_positive_float(max_time, "max_time")
-    reference_tol = check_positive_float(reference_tol, "reference_tol")
-    seed = check_int(seed, "seed")
-    verbose = check_bool(verbose, "verbose")
-    n_starts = check_int(n_starts, "n_starts", minimum=1)
-    shift_model_times = check_bool(shift_model_times, "shift_model_times")
-    if shift_model_times and method not in _SHIFTABLE_METHODS:
+    check_int(seed, "seed")
+    if check_bool(shift_model_times, "shift_model_times") and method not in _SHIFTABLE_METHODS + (None,):
         raise ValueError(f"shift_model_times=True needs a method that calls the model once per grid point "
                          f"({', '.join(map(repr, _SHIFTABLE_METHODS))}), got method={method!r}")
-    error_cap = None if error_cap is None else check_positive_float(error_cap, "error_cap")
-    n_validation = check_int(n_validation, "n_validation", minimum=0)
     strata = tuple(float(q) for q in strata)
     if not strata or any(not 0.0 < q < 1.0 for q in strata) or any(np.diff(strata) <= 0):
         raise ValueError(f"strata must be increasing quantiles in (0, 1), got {strata!r}")
     if min_per_stratum * (len(strata) + 1) > n_train:
         raise ValueError(f"n_train={n_train} cannot give min_per_stratum={min_per_stratum} states to each of "
                          f"{len(strata) + 1} strata")
+    split_states = _split_off(x_train, x_test, x_holdout, ref_train, ref_test, ref_holdout, split, seed)
+    # Validate the sampler options with the real driver (and learn the plan's orders) on the initial grid.
+    init_grids = _initial_grids(schedule, init, t_start, t_end, steps)
+    x_pool = split_states[0][1]
+    probe = sample(model, schedule, x_pool[:1], timesteps=next(iter(init_grids.values())), **sampler_options)
+    if shift_model_times and method is None and probe.solver.nfe(probe.solver.steps_order) != 1:
+        raise ValueError(f"shift_model_times=True needs a solver that calls the model once per step, got "
+                         f"{probe.solver!r}")
+    options = dict(probe.options, orders=list(probe.orders))  # resolved and validated (including steps >= order)
+    min_pool = int(math.ceil(min_per_stratum / (1.0 - strata[-1])))
+    if x_pool.shape[0] < max(n_train, min_pool):
+        raise ValueError(f"the training pool has {x_pool.shape[0]} states; the strata {strata!r} with "
+                         f"min_per_stratum={min_per_stratum} and n_train={n_train} need at least "
+                         f"{max(n_train, min_pool)}")
+    return options, probe.solver, init_grids, split_states
 
+
+def _split_off(x_pool, x_test, x_holdout, ref_pool, ref_test, ref_holdout, split, seed) -> list:
+    """``[("pool", x, ref), ("test", x, ref), ("holdout", x, ref)]``: test and holdout as given, or fractions
+    ``split`` of the pool set aside by a seeded permutation."""
     gen = torch.Generator().manual_seed(seed)
-    x_pool, ref_pool = x_train, ref_train
     if ref_pool is not None and ref_pool.shape != x_pool.shape:
         raise ValueError(f"ref_train must have the shape of x_train {tuple(x_pool.shape)}, got {tuple(ref_pool.shape)}")
     if (x_test is None) != (x_holdout is None):
@@ -479,21 +529,14 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
     for name, xs, refs in (("ref_test", x_test, ref_test), ("ref_holdout", x_holdout, ref_holdout)):
         if refs is not None and refs.shape != xs.shape:
             raise ValueError(f"{name} must have shape {tuple(xs.shape)}, got {tuple(refs.shape)}")
+    return [("pool", x_pool, ref_pool), ("test", x_test, ref_test), ("holdout", x_holdout, ref_holdout)]
 
-    # Validate the sampler options with the real driver (and learn the plan's orders) on the initial grid.
-    init_grids = _initial_grids(schedule, init, t_start, t_end, steps)
-    probe = sample(model, schedule, x_pool[:1], timesteps=next(iter(init_grids.values())), **sampler_options)
-    options = dict(probe.options)  # resolved and validated (including steps >= order)
-    min_pool = int(math.ceil(min_per_stratum / (1.0 - strata[-1])))
-    if x_pool.shape[0] < max(n_train, min_pool):
-        raise ValueError(f"the training pool has {x_pool.shape[0]} states; the strata {strata!r} with "
-                         f"min_per_stratum={min_per_stratum} and n_train={n_train} need at least "
-                         f"{max(n_train, min_pool)}")
 
-    # References (the one expensive, configuration-independent part: pass them in to reuse across grids).
-    t0 = time.perf_counter()
+def _references(model, schedule, split_states, t_start, t_end, options, sampler_options, reference_tol) -> dict:
+    """Float64 reference end states of the pool, test and holdout states (given, or by DOP853 in ``lam``): the one
+    expensive, configuration-independent part (pass them in to reuse across grids)."""
     refs = {}
-    for name, xs, given in (("pool", x_pool, ref_pool), ("test", x_test, ref_test), ("holdout", x_holdout, ref_holdout)):
+    for name, xs, given in split_states:
         if given is None:
             if options.get("model_type", "noise") != "noise" or sampler_options.get("time_input", "continuous") != "continuous":
                 raise ValueError("references must be given (ref_train, ref_test, ref_holdout) for a model that is not "
@@ -503,106 +546,135 @@ def optimize_timesteps(model, schedule, x_train, *, steps, t_start, t_end, x_tes
                 raise RuntimeError(f"the reference solve of the {name} states failed: {result.message}")
             given = result.x
         refs[name] = given.to(torch.float64)
-    reference_time = time.perf_counter() - t0
+    return refs
 
-    t0 = time.perf_counter()
-    def run(xs, ts, model_ts=None):
-        return sample(model, schedule, xs, timesteps=ts, model_timesteps=model_ts, **sampler_options).x
 
-    # Validation states first (never trained on), then the fitting pool.
-    pool64 = x_pool.to(torch.float64)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(pool64))
-    n_val = min(n_validation, len(pool64) - max(n_train, min_pool))
-    val_idx, fit_idx = perm[:max(n_val, 0)], perm[max(n_val, 0):]
-    x_val, ref_val = pool64[val_idx], refs["pool"][val_idx]
-    x_fitpool, ref_fitpool = pool64[fit_idx], refs["pool"][fit_idx]
-    # Initial grids: the standard grids ranked by their error on the fitting pool (cheap: steps NFE per state).
-    def fitpool_errors(ts) -> np.ndarray:
+class _GridFit:
+    """What the descents share: the validation and fitting states of the pool, the parametrisation of the grid
+    (and model times) in ``lam``, the differentiable solve and the plain ``sample()`` runs that score a grid."""
+
+    def __init__(self, model, schedule, steps, t_start, t_end, x_pool, ref_pool, n_train, min_per_stratum, strata,
+                 n_validation, seed, shift_model_times, options, solver, sampler_options):
+        self.model, self.schedule, self.steps = model, schedule, steps
+        self.options, self.solver, self.sampler_options = options, solver, sampler_options
+        # Validation states first (never trained on), then the fitting pool.
+        pool64 = x_pool.to(torch.float64)
+        self.rng = np.random.default_rng(seed)
+        perm = self.rng.permutation(len(pool64))
+        min_pool = int(math.ceil(min_per_stratum / (1.0 - strata[-1])))
+        n_val = min(n_validation, len(pool64) - max(n_train, min_pool))
+        val_idx, fit_idx = perm[:max(n_val, 0)], perm[max(n_val, 0):]
+        self.x_val, self.ref_val = pool64[val_idx], ref_pool[val_idx]
+        self.x_fitpool, self.ref_fitpool = pool64[fit_idx], ref_pool[fit_idx]
+        self.lam_start, self.lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
+        self.model_lam_range = ((float(schedule.lam(schedule.T)), float(schedule.lam(schedule.t_min)))
+                                if shift_model_times else None)
+        self.endpoints = {self.lam_start: t_start, self.lam_end: t_end}
+        self.strata = strata
+
+    def run(self, xs, ts, model_ts=None):
+        """The plain ``sample()`` on the grid ``ts`` (the numbers a user gets)."""
+        return sample(self.model, self.schedule, xs, timesteps=ts, model_timesteps=model_ts, **self.sampler_options).x
+
+    def fitpool_errors(self, ts) -> np.ndarray:
         """Per-state errors on the fitting pool of the plain grid ``ts`` (what the strata are drawn from)."""
-        return (run(x_fitpool, ts) - ref_fitpool).reshape(len(x_fitpool), -1).norm(dim=1).numpy()
+        return (self.run(self.x_fitpool, ts) - self.ref_fitpool).reshape(len(self.x_fitpool), -1).norm(dim=1).numpy()
 
-    init_errors = {name: fitpool_errors(ts) for name, ts in init_grids.items()}
-    ranked = sorted(init_errors, key=lambda k: float(np.mean(init_errors[k] ** 2)))
-
-    lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
-    model_lam_range = (float(schedule.lam(schedule.T)), float(schedule.lam(schedule.t_min))) if shift_model_times \
-        else None
-    endpoints = {lam_start: t_start, lam_end: t_end}
-    orders = list(probe.orders)
-    time_input = sampler_options.get("time_input", "continuous")
-
-    def to_time(lam: float) -> float:
-        t = endpoints.get(lam)
+    def _to_time(self, lam: float) -> float:
+        t = self.endpoints.get(lam)
+        schedule = self.schedule
         return min(max(schedule.lam_inverse_float(lam), schedule.t_min), schedule.T) if t is None else t
 
-    def grids_of(params):
+    def grids_of(self, params):
         """The float64 grid and model times (None for grid-only parameters) of the parameters."""
-        lams, model_lams = _grid_and_model_lams(params.detach(), steps, lam_start, lam_end, model_lam_range)
-        ts = np.array([to_time(float(v)) for v in lams])
-        return ts, None if model_lams is None else np.array([to_time(float(v)) for v in model_lams])
+        lams, model_lams = _grid_and_model_lams(params.detach(), self.steps, self.lam_start, self.lam_end,
+                                                self.model_lam_range)
+        ts = np.array([self._to_time(float(v)) for v in lams])
+        return ts, None if model_lams is None else np.array([self._to_time(float(v)) for v in model_lams])
 
-    def validate(params) -> float:
-        if len(x_val) == 0:
+    def validate(self, params) -> float:
+        """Plain RMS error on the validation states of the grid of ``params`` (NaN without validation states)."""
+        if len(self.x_val) == 0:
             return math.nan
-        ts, model_ts = grids_of(params)
+        ts, model_ts = self.grids_of(params)
         try:
-            ts = check_grid(schedule, ts)
+            ts = check_grid(self.schedule, ts)
         except ValueError:
             return math.inf  # points collapsed in float64
-        return grid_error(run(x_val, ts, model_ts), ref_val)["rms"]
+        return grid_error(self.run(self.x_val, ts, model_ts), self.ref_val)["rms"]
 
-    def solve(params, x):
-        lams, model_lams = _grid_and_model_lams(params, steps, lam_start, lam_end, model_lam_range)
-        return solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input, model_lams)
+    def solve(self, params, x):
+        """The differentiable solve of ``x`` on the grid of ``params``."""
+        lams, model_lams = _grid_and_model_lams(params, self.steps, self.lam_start, self.lam_end,
+                                                self.model_lam_range)
+        return solve_on_lams(self.model, self.schedule, x, lams, self.options["orders"], self.options,
+                             self.endpoints, self.sampler_options.get("time_input", "continuous"), model_lams,
+                             solver=self.solver)
 
-    use_validation = len(x_val) > 0
-    score = (lambda r: r["val_rms"]) if use_validation else (lambda r: r["objective"])  # noqa: E731
-    # The grid descents; with shift_model_times they get half the time and the joint descent the rest.
+    def theta_of(self, ts) -> torch.Tensor:
+        """The grid-only parameters of the grid ``ts``."""
+        lams = self.schedule.lams_of(ts)
+        return torch.tensor(np.log(np.diff(lams) / (self.lam_end - self.lam_start)), dtype=torch.float64)
+
+
+def _run_descents(fit, init_grids, init_errors, ranked, n_train, min_per_stratum, n_starts, max_iter, max_time,
+                  error_cap, verbose) -> list:
+    """The grid descents from the best-ranked initial grids and, with decoupled model times, one joint descent from
+    their best grid (they get half of ``max_time``, it the rest). Returns one dict per descent."""
+    shift = fit.model_lam_range is not None
+    score = (lambda r: r["val_rms"]) if len(fit.x_val) > 0 else (lambda r: r["objective"])  # noqa: E731
     starts, t_iter = [], time.perf_counter()
-    grid_time = max_time / 2 if shift_model_times else max_time
+    grid_time = max_time / 2 if shift else max_time
     for i in range(n_starts):
         if i and time.perf_counter() - t_iter >= grid_time:
             break
         init_name = ranked[i % len(ranked)]
-        subset = _stratified_subset(init_errors[init_name], strata, n_train, min_per_stratum, rng)
-        theta0 = torch.tensor(np.log(np.diff(schedule.lams_of(init_grids[init_name])) / (lam_end - lam_start)),
-                              dtype=torch.float64)
+        subset = _stratified_subset(init_errors[init_name], fit.strata, n_train, min_per_stratum, fit.rng)
         budget = (grid_time - (time.perf_counter() - t_iter)) / (n_starts - i)
-        run_i = _descend(theta0, solve, x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
-                         max_iter, budget, verbose)
+        run_i = _descend(fit.theta_of(init_grids[init_name]), fit.solve, fit.x_fitpool[subset[0]],
+                         fit.ref_fitpool[subset[0]], subset[1], error_cap, fit.validate, max_iter, budget, verbose)
         starts.append(dict(init=init_name, subset=subset, **run_i))
-    if shift_model_times:
+    if shift:
         # Grid and model times together, from the best grid (model times = grid times), on a training subset
         # stratified by that grid's errors (its tail is where the grid still fails).
         grid_best = min(starts, key=score)
-        params0 = torch.cat([grid_best["theta"], torch.zeros(steps, dtype=torch.float64)])
-        subset = _stratified_subset(fitpool_errors(grids_of(grid_best["theta"])[0]), strata, n_train,
-                                    min_per_stratum, rng)
-        run_i = _descend(params0, solve, x_fitpool[subset[0]], ref_fitpool[subset[0]], subset[1], error_cap, validate,
-                         max_iter, max(max_time - (time.perf_counter() - t_iter), 0.0), verbose)
+        params0 = torch.cat([grid_best["theta"], torch.zeros(fit.steps, dtype=torch.float64)])
+        subset = _stratified_subset(fit.fitpool_errors(fit.grids_of(grid_best["theta"])[0]), fit.strata, n_train,
+                                    min_per_stratum, fit.rng)
+        run_i = _descend(params0, fit.solve, fit.x_fitpool[subset[0]], fit.ref_fitpool[subset[0]], subset[1],
+                         error_cap, fit.validate, max_iter, max(max_time - (time.perf_counter() - t_iter), 0.0),
+                         verbose)
         starts.append(dict(init=grid_best["init"], subset=subset, **run_i))
-    best_start = min(starts, key=score)
-    ts_opt, model_ts = grids_of(best_start["theta"])
-    ts_opt = check_grid(schedule, ts_opt)
+    for run_i in starts:
+        run_i["score"] = score(run_i)
+    return starts
+
+
+def _report(fit, starts, init_grids, split_states, refs, options, sampler_options, steps, t_start, t_end,
+            shift_model_times, t0, reference_time) -> OptimizedGrid:
+    """The best descent's grid with its errors (train, validation, test, holdout) and the initial grid's."""
+    best_start = min(starts, key=lambda r: r["score"])
+    ts_opt, model_ts = fit.grids_of(best_start["theta"])
+    ts_opt = check_grid(fit.schedule, ts_opt)
     init_name, (chosen, w_np, strata_info) = best_start["init"], best_start["subset"]
     init_ts = init_grids[init_name]
-    x_fit, ref_fit = x_fitpool[chosen], ref_fitpool[chosen]
-
-    errors = {"train": grid_error(run(x_fit, ts_opt, model_ts), ref_fit, w_np)}
-    initial = {"train": grid_error(run(x_fit, init_ts), ref_fit, w_np)}
-    if use_validation:
-        errors["validation"] = dict(grid_error(run(x_val, ts_opt, model_ts), ref_val))
-        initial["validation"] = dict(grid_error(run(x_val, init_ts), ref_val))
+    x_fit, ref_fit = fit.x_fitpool[chosen], fit.ref_fitpool[chosen]
+    errors = {"train": grid_error(fit.run(x_fit, ts_opt, model_ts), ref_fit, w_np)}
+    initial = {"train": grid_error(fit.run(x_fit, init_ts), ref_fit, w_np)}
+    if len(fit.x_val) > 0:
+        errors["validation"] = dict(grid_error(fit.run(fit.x_val, ts_opt, model_ts), fit.ref_val))
+        initial["validation"] = dict(grid_error(fit.run(fit.x_val, init_ts), fit.ref_val))
     optimization_time = time.perf_counter() - t0
-    for name, xs in (("test", x_test), ("holdout", x_holdout)):
+    for name, xs, _ in split_states[1:]:
         xs64 = xs.to(torch.float64)
-        errors[name] = grid_error(run(xs64, ts_opt, model_ts), refs[name])
-        initial[name] = grid_error(run(xs64, init_ts), refs[name])
+        errors[name] = grid_error(fit.run(xs64, ts_opt, model_ts), refs[name])
+        initial[name] = grid_error(fit.run(xs64, init_ts), refs[name])
     config = {k: options.get(k) for k in _CONFIG_KEYS if k in options}
+    if options.get("method") is None:
+        config["solver"] = options["solver"]
     config.update(steps=steps, t_start=t_start, t_end=t_end, time_input=sampler_options.get("time_input", "continuous"),
                   shift_model_times=shift_model_times)
-    return OptimizedGrid(timesteps=ts_opt, lams=schedule.lams_of(ts_opt), model_timesteps=model_ts,
+    return OptimizedGrid(timesteps=ts_opt, lams=fit.schedule.lams_of(ts_opt), model_timesteps=model_ts,
                          config=config, label=config_label(config),
                          errors=errors, initial_errors=initial, initial_skip_type=init_name,
                          optimization_time_s=optimization_time, reference_time_s=reference_time,
@@ -696,24 +768,28 @@ def _descend(theta0, solve, x_fit, ref_fit, w_np, error_cap, validate, max_iter,
                 history=history, stopped=stopped)
 
 
-def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous", model_lams=None):
+def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_input="continuous", model_lams=None,
+                  solver=None):
     """Run the sampler of ``options`` (resolved ``sample()`` options) on the grid ``lams`` (a list of 0-dim
     float64 tensors, increasing), differentiably: the same step rules and loop as :func:`expsolver.sample`.
 
     ``orders[i]`` is the order of step ``i`` (as ``sample()`` plans it); ``endpoints`` maps the float value of the
     fixed end points' ``lam`` to their exact times; ``model_lams[i]`` (optional, 0-dim tensors) is the ``lam`` at
-    which the model is queried at grid point ``i`` (decoupled model times). Returns the final state (with ``denoise_to_zero``, the data
-    prediction there); gradients flow to every ``lam_i`` that requires them.
+    which the model is queried at grid point ``i`` (decoupled model times); ``solver`` the solver object (default:
+    the one ``options`` name). Returns the final state (with ``denoise_to_zero``, the data prediction there);
+    gradients flow to every ``lam_i`` that requires them.
     """
     wrapper = ModelWrapper(model, schedule, model_type=options.get("model_type", "noise"), time_input=time_input,
                            check_finite=False)
     query_lams = None if model_lams is None else {float(lams[i].detach()): q for i, q in enumerate(model_lams)}
     problem = _LamGridODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], endpoints, query_lams)
-    rule = _make_rule(options["method"], options["order"], options["solver_type"], options["compat"],
-                      options.get("variant"), options.get("use_corrector"))
+    if solver is None:
+        solver, _ = solver_from_options(options["method"], options["order"], options["solver_type"],
+                                        compat=options["compat"], variant=options.get("variant"),
+                                        use_corrector=options.get("use_corrector"))
     plan = [Step(i, lams[i], lams[i + 1], orders[i]) for i in range(len(lams) - 1)]
     with torch.enable_grad():
-        x = integrate(problem, rule, plan, x, check_finite=False)
+        x = integrate(problem, solver, x, plan, check_finite=False).x
         if options["denoise_to_zero"]:
             x = problem.data_at(x, float(lams[-1]))
     return x

@@ -8,33 +8,44 @@ step ``s -> t`` with ``h = rho_t - rho_s`` the variation-of-constants formula re
 An exponential integrator replaces ``N`` by a polynomial in ``u`` and integrates it exactly with the
 phi-functions: ``int_0^h e^{z (h-u)} u^j / j! du = h^{j+1} phi_{j+1}(z h)``. A problem therefore exposes
 ``rho(t)``, its inverse, the nonlinear term ``N`` and, per step, the numbers ``(h, linear, scale, z)``
-(:class:`StepCoefficients`). It also exposes the plain right-hand side ``rhs(t, x)`` for classical solvers.
+(:class:`StepCoefficients`). It may also expose the plain right-hand side ``rhs(t, x)`` for classical solvers
+and reference solutions.
+
+``linear``, ``z`` and the integrals are numbers (a scalar linear part), tensors broadcast against the state (a
+diagonal one) or matrices acting on the state's last dimension (a dense one: ``linear`` and the integrals as
+:class:`PhiCombination`, ``z`` as :class:`MatrixCoefficient`). Solvers only add them, scale them by floats and hand
+them to :func:`combine` (DEIS also exponentiates ``z``), so one solver code serves all three.
 
 Problems here:
 
-* :class:`DiffusionODE`: the probability-flow ODE (DPM-Solver eq. (2.4); seed eq. (8)) in ``rho = lam``.
+* :class:`SemiLinearODE`: a user's ``dx/dt = L x + N(x, t)`` in ``rho = t`` with ``z = L`` scalar, diagonal or
+  dense (classical exponential time differencing, Cox & Matthews 2002; Hochbruck & Ostermann 2010).
+* :class:`DiffusionODE`: the probability-flow ODE (DPM-Solver eq. (2.4)) in ``rho = lam``.
   Noise form (DPM-Solver eq. (3.4), seed (16)): ``N = eps_theta``, ``linear = alpha_t/alpha_s``,
   ``scale = -sigma_t``, ``z = 1``. Data form (DPM-Solver++ eq. (9)): ``N = x0_theta``,
   ``linear = sigma_t/sigma_s``, ``scale = alpha_t``, ``z = -1``.
-* :class:`BernoulliETDProblem`: a non-diffusion test problem ``dx/dt = L x + c x^2`` (diagonal ``L``) in
-  ``rho = t`` with ``z = L``, whose exact solution is known, to show the machinery is generic (classical
-  exponential time differencing, Cox & Matthews 2002; Hochbruck & Ostermann 2010).
+* :class:`BernoulliETDProblem`: the :class:`SemiLinearODE` ``dx/dt = L x + c x^2`` (diagonal ``L``) whose exact
+  solution is known.
 """
 
 from __future__ import annotations
 
+import abc
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ._buffers import BufferPool
 from ._validation import check_choice, check_float
 from .models import ModelWrapper
 from .schedules import VPSchedule
-from .phi import phis
+from .phi_functions import phi_matrices, phis
 
-__all__ = ["StepCoefficients", "SemiLinearProblem", "DiffusionODE", "BernoulliETDProblem", "PREDICTIONS"]
+__all__ = ["StepCoefficients", "PhiCombination", "MatrixCoefficient", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE",
+           "BernoulliETDProblem", "PREDICTIONS", "combine"]
 
 PREDICTIONS = ("noise", "data")
 
@@ -42,9 +53,9 @@ PREDICTIONS = ("noise", "data")
 @dataclass(frozen=True)
 class StepCoefficients:
     """The numbers of formula (*) for one step: ``h`` (float, > 0 in the direction of integration) and
-    ``linear``, ``scale``, ``z`` (floats, or tensors broadcastable against the state for diagonal linear parts).
-    ``pool`` (optional :class:`~expsolver._buffers.BufferPool`) is where :func:`combine` takes its output tensor
-    from; it does not change any value."""
+    ``linear``, ``scale``, ``z`` (floats, tensors broadcastable against the state for diagonal linear parts, or
+    :class:`MatrixCoefficient` for dense ones). ``pool`` (optional :class:`~expsolver._buffers.BufferPool`) is where
+    :func:`combine` takes its output tensor from; it does not change any value."""
 
     h: float
     linear: object
@@ -59,32 +70,252 @@ class StepCoefficients:
         return [self.h ** (j + 1) * values[j + 1] for j in range(n)]
 
 
-class SemiLinearProblem:
-    """Interface of a semi-linear problem (see the module docstring)."""
+@dataclass(frozen=True)
+class _DenseStepCoefficients(StepCoefficients):
+    """:class:`StepCoefficients` of a dense linear part: ``linear`` and the integrals are :class:`PhiCombination` of
+    the step's matrices (:class:`_StepMatrices`)."""
 
+    matrices: object = field(default=None, compare=False, repr=False)
+
+    def integrals(self, n: int) -> list:
+        return [self.matrices.unit(j + 2) for j in range(n)]
+
+
+class _StepMatrices:
+    """The matrices of one step of a dense ``L``: ``B_0 = I``, ``B_1 = e^{h L}``, ``B_{j+2} = I_j =
+    h^{j+1} phi_{j+1}(h L)`` (float64), taken from the problem's cache as far as they are needed."""
+
+    def __init__(self, problem: "SemiLinearODE", h: float):
+        self.problem, self.h = problem, h
+
+    def unit(self, index: int) -> "PhiCombination":
+        return PhiCombination(self, (0.0,) * index + (1.0,))
+
+    def apply(self, weighted: list) -> torch.Tensor:
+        """``sum_i y_i M_i^T`` for ``weighted = [(M_i, y_i)]`` (``M_i`` a :class:`PhiCombination` of this step, ``y_i``
+        a state): the states are combined per basis matrix first, so each ``B_b`` multiplies one state."""
+        per_basis = {}
+        for w, y in weighted:
+            for b, c in enumerate(w.coefficients):
+                if c != 0.0:
+                    per_basis[b] = y * c if b not in per_basis else per_basis[b].add(y, alpha=c)
+        matrices = self.problem.step_matrices(self.h, max(per_basis, default=0) - 1)
+        out = per_basis.pop(0, None)
+        for b, y in per_basis.items():
+            term = y @ matrices[b - 1].to(y.dtype).T
+            out = term if out is None else out + term
+        return out
+
+
+def _is_real(value) -> bool:
+    return type(value) is float or (isinstance(value, (int, float, np.integer, np.floating))
+                                    and not isinstance(value, (bool, np.bool_)))
+
+
+class PhiCombination:
+    """A step coefficient of a dense linear part ``L``: ``sum_b c_b B_b``, a linear combination with float
+    coefficients of the identity ``B_0``, ``B_1 = e^{h L}`` and the integrals ``B_{j+2} = h^{j+1} phi_{j+1}(h L)``
+    of one step (``linear`` and ``integrals(n)`` of :class:`SemiLinearODE` with a dense ``L``).
+
+    Solvers treat step coefficients as numbers: they add them, scale them by floats and pass them to
+    :func:`combine`. This class supports exactly that algebra on its float coefficients (cheap: no matrix is formed;
+    :func:`combine` sums the states per basis matrix and multiplies each ``B_b`` once), so every solver runs
+    unchanged on a dense ``L``. A real number ``a`` next to a combination stands for ``a I`` (UniPC's ``bh1``
+    weight ``h / 2`` next to ``I_0``). Products with anything but a real number, and combinations of two different
+    steps, raise ``TypeError``: entry by entry they would silently give another operator.
+    """
+
+    __slots__ = ("steps", "coefficients")
+
+    def __init__(self, steps: _StepMatrices, coefficients: tuple):
+        self.steps, self.coefficients = steps, coefficients
+
+    def _sum(self, other, sign: float):
+        if isinstance(other, PhiCombination):
+            if other.steps is not self.steps:
+                raise TypeError("PhiCombination of two different steps cannot be combined")
+            c = other.coefficients
+        elif _is_real(other):
+            c = (float(other),)
+        else:
+            return NotImplemented
+        a = self.coefficients
+        if len(c) > len(a):
+            a = a + (0.0,) * (len(c) - len(a))
+        return PhiCombination(self.steps, tuple(u + sign * v for u, v in zip(a, c)) + a[len(c):])
+
+    def __add__(self, other):
+        return self._sum(other, 1.0)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._sum(other, -1.0)
+
+    def __rsub__(self, other):
+        return (-self)._sum(other, 1.0)
+
+    def __neg__(self):
+        return PhiCombination(self.steps, tuple(-u for u in self.coefficients))
+
+    def __mul__(self, other):
+        if not _is_real(other):
+            raise TypeError(f"a PhiCombination (a matrix) multiplies real numbers only, got {type(other).__name__}; "
+                            f"it is applied to a state by expsolver.problems.combine")
+        return PhiCombination(self.steps, tuple(u * other for u in self.coefficients))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if not _is_real(other):
+            raise TypeError(f"a PhiCombination (a matrix) is divided by real numbers only, got {type(other).__name__}")
+        return PhiCombination(self.steps, tuple(u / other for u in self.coefficients))
+
+    def matrix(self) -> torch.Tensor:
+        """The ``(d, d)`` float64 matrix ``sum_b c_b B_b``."""
+        eye = torch.eye(self.steps.problem.L.shape[0], dtype=torch.float64)
+        return self.steps.apply([(self, eye)]).T
+
+    def __repr__(self):
+        return f"PhiCombination({list(self.coefficients)}, h={self.steps.h!r})"
+
+
+_EXP = frozenset({"exp", "exp_"})
+_ADD = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__isub__",
+                  "__rsub__", "rsub", "subtract"})
+_SCALE = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "div", "div_", "__truediv__",
+                    "__itruediv__", "true_divide", "divide"})
+_NOT_LINEAR = frozenset({"__rdiv__", "__rtruediv__", "reciprocal", "pow", "pow_", "__pow__", "__rpow__",
+                         "__ipow__", "float_power", "log", "sqrt"})
+
+
+class MatrixCoefficient(torch.Tensor):
+    """A step coefficient that is a matrix ``M`` (float64, shape ``(..., d, d)``) acting on the last dimension of
+    the state, ``x -> x M^T``: ``z = L`` of a problem with a dense linear part, and what a solver computes from it
+    (DEIS's weights ``sum_q w_q e^{z (h - u_q)}``).
+
+    Solvers treat step coefficients as numbers: they add them, scale them by floats, exponentiate ``z`` and pass
+    them to :func:`combine`. This tensor supports exactly that algebra, so every solver runs unchanged:
+
+    * sums and differences of matrices and products or quotients with scalars are the tensor's own;
+    * a scalar ``a`` added to (subtracted from) a matrix means ``a I``: a scalar coefficient is ``a`` times the
+      identity;
+    * ``exp`` is the matrix exponential (DEIS's quadrature kernels ``e^{z (h - u)}``,
+      :func:`expsolver.solvers.deis.deis_weights`).
+
+    Products of two matrices or with a tensor that is not one scalar per matrix, divisions by a matrix and powers
+    raise ``TypeError``: done entry by entry they would silently give another operator (the phi-functions of a
+    matrix are not those of its entries). :func:`combine` applies a matrix to a state as ``x @ M^T``.
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _EXP:
+            return _matrix_exp(args[0].as_subclass(torch.Tensor)).as_subclass(cls)
+        if name in _NOT_LINEAR:
+            raise TypeError(f"{name} of a MatrixCoefficient is not defined (it would act entry by entry on a matrix "
+                            f"that stands for a linear operator)")
+        if name in _ADD or name in _SCALE:
+            a, b = args[0], args[1] if len(args) > 1 else kwargs.get("other")
+            matrix = a if isinstance(a, MatrixCoefficient) else b
+            other = b if matrix is a else a
+            if not isinstance(other, MatrixCoefficient):
+                if not _scalar_like(other):
+                    raise TypeError(f"{name} of a MatrixCoefficient and a tensor of shape {tuple(other.shape)}: only "
+                                    f"scalars (or one scalar per matrix) combine with it; a matrix is applied to a "
+                                    f"state by expsolver.problems.combine")
+                if name in _ADD:  # a scalar next to a matrix is that scalar times the identity
+                    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+                    other = torch.as_tensor(other, dtype=matrix.dtype, device=matrix.device) * eye
+                    args = (a, other) + tuple(args[2:]) if matrix is a else (other, b) + tuple(args[2:])
+            elif name in _SCALE:
+                raise TypeError(f"{name} of two MatrixCoefficients is not defined entry by entry; use @ for the "
+                                f"product of the operators")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+#: Matrix exponentials kept by :func:`_matrix_exp` (bytes of arguments and results, oldest dropped first).
+_EXP_CACHE_BYTES = 2**26
+_exp_cache: OrderedDict = OrderedDict()
+
+
+def _matrix_exp(a: torch.Tensor) -> torch.Tensor:
+    """:func:`torch.linalg.matrix_exp`, memoised on the argument: a solver that exponentiates matrices itself
+    (DEIS's kernels at its quadrature nodes, 2 x 32 matrices per step) meets the same arguments on every step of a
+    uniform grid. Looked up by two sums, confirmed by comparing the whole argument."""
+    key = (str(a.device), a.dtype, tuple(a.shape), float(a.sum()), float(a.abs().sum()))
+    hit = _exp_cache.get(key)
+    if hit is not None and torch.equal(hit[0], a):
+        _exp_cache.move_to_end(key)
+        return hit[1].clone()
+    value = torch.linalg.matrix_exp(a)
+    _exp_cache[key] = (a.clone(), value)
+    while len(_exp_cache) > 1 and 2 * sum(v.numel() * v.element_size() for _, v in _exp_cache.values()) > _EXP_CACHE_BYTES:
+        _exp_cache.popitem(last=False)
+    return value.clone()
+
+
+def _scalar_like(value) -> bool:
+    """A real number, a 0-dim tensor, or a tensor of shape ``(..., 1, 1)`` (one scalar per matrix)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    return isinstance(value, torch.Tensor) and (value.ndim == 0 or (value.ndim >= 2 and value.shape[-2:] == (1, 1)))
+
+
+class SemiLinearProblem(abc.ABC):
+    """Interface of a semi-linear problem (see the module docstring).
+
+    A subclass implements :meth:`rho`, :meth:`t_of_rho`, :meth:`nonlinear`, :meth:`coefficients` and the
+    property :attr:`nfe`; one that misses any of them is a ``TypeError`` at construction, naming them.
+    :meth:`rhs` is optional (classical solvers and :func:`expsolver.reference_solve` use it).
+    """
+
+    @abc.abstractmethod
     def rho(self, t: float) -> float:
-        raise NotImplementedError
+        """The integration variable at time ``t``."""
 
+    @abc.abstractmethod
     def t_of_rho(self, rho: float) -> float:
-        raise NotImplementedError
+        """The time at the integration variable ``rho`` (inverse of :meth:`rho`)."""
 
+    @abc.abstractmethod
     def nonlinear(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        raise NotImplementedError
+        """``N(x, t)``: one model call."""
 
+    @abc.abstractmethod
     def coefficients(self, s: float, t: float) -> StepCoefficients:
-        raise NotImplementedError
-
-    def rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The numbers of formula (*) for the step ``s -> t``."""
 
     @property
+    @abc.abstractmethod
     def nfe(self) -> int:
-        raise NotImplementedError
+        """Model calls made so far."""
+
+    def rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        """The plain right-hand side ``dx/dt`` (one model call)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define rhs(t, x), the plain right-hand side "
+                                  f"that classical solvers and reference solutions need")
 
 
 def combine(c: StepCoefficients, x: torch.Tensor, terms) -> torch.Tensor:
     """``linear * x + scale * sum_j w_j N_j`` for ``terms = [(w_j, N_j), ...]``: the only place where step
-    coefficients (float64) meet the state (in its own dtype)."""
+    coefficients (float64) meet the state (in its own dtype). A :class:`PhiCombination` or :class:`MatrixCoefficient`
+    acts on the state's last dimension (``x @ M^T``, the matrix cast to the state's dtype)."""
+    if isinstance(c.linear, PhiCombination):
+        _check_last_dimension(c.linear.steps.problem.L.shape[0], x)
+        weighted, direct = [(c.linear, x)], []
+        for w, n in terms:
+            w = c.scale * w
+            if isinstance(w, MatrixCoefficient):
+                direct.append(n @ w.as_subclass(torch.Tensor).to(n.dtype).T)
+            else:
+                weighted.append((w if isinstance(w, PhiCombination) else c.linear.steps.unit(0) * w, n))
+        out = c.linear.steps.apply(weighted)
+        for term in direct:
+            out = out + term
+        return out
     if isinstance(c.linear, float) and isinstance(c.scale, float) and all(isinstance(w, float) for w, _ in terms):
         buf = None if c.pool is None else c.pool.take(x)
         out = x * c.linear if buf is None else torch.mul(x, c.linear, out=buf)
@@ -95,6 +326,149 @@ def combine(c: StepCoefficients, x: torch.Tensor, terms) -> torch.Tensor:
     for w, n in terms:
         out = out + (c.scale * w) * n
     return out
+
+
+def _check_last_dimension(d: int, x: torch.Tensor) -> None:
+    if x.ndim < 1 or x.shape[-1] != d:
+        raise ValueError(f"a {d} x {d} linear part acts on the last dimension of the state, which is "
+                         f"{x.shape[-1] if x.ndim else None} (state shape {tuple(x.shape)})")
+
+
+_CACHE_SIZE = 64
+_MIN_PHI_INDEX = 3
+
+
+class SemiLinearODE(SemiLinearProblem):
+    """``dx/dt = L x + N(x, t)``: a user's semi-linear ODE, integrated in ``rho = t`` with ``z = L``.
+
+    Over a step ``s -> t`` (``h = t - s``) formula (*) is ``x_t = e^{h L} x_s + int_0^h e^{(h-u) L} N du``:
+    ``linear = e^{h L}``, ``scale = 1``, ``z = L`` and the integrals ``I_j = h^{j+1} phi_{j+1}(h L)``.
+
+    * scalar ``L``: floats (:func:`expsolver.phi_functions.phis`);
+    * diagonal ``L`` (1-D tensor of length ``d``): tensors of shape ``(d,)``, broadcast against the state's last
+      dimension;
+    * dense ``L`` (2-D ``(d, d)`` tensor, acting on the state's last dimension, ``x @ L^T``): every
+      ``phi_k(h L)`` from one exponential of an augmented block matrix (:func:`expsolver.phi_functions.phi_matrices`) in
+      float64, cached per step size (the float steps of a uniform grid take a handful of distinct values);
+      ``linear`` and the integrals are :class:`PhiCombination` and ``z`` a :class:`MatrixCoefficient`, so that every
+      solver runs unchanged.
+
+    Parameters
+    ----------
+    linear : float, or torch.Tensor / array of shape (d,) or (d, d)
+        ``L``: scalar, diagonal or dense (any real matrix, e.g. a finite-difference Laplacian or a non-normal
+        advection-diffusion operator), finite.
+    nonlinear : callable
+        ``N(x, t) -> tensor of x's shape``, ``x`` of shape ``(batch, *dims)`` (``dims[-1] = d`` unless ``L`` is
+        scalar), ``t`` a float. Each call counts as one model evaluation (:attr:`nfe`).
+
+    Raises
+    ------
+    TypeError
+        ``linear`` not a number or real tensor/array; ``nonlinear`` not callable.
+    ValueError
+        ``linear`` not finite, empty, of more than 2 dimensions or not square; later, a state whose last dimension
+        is not ``d``, or an ``N`` of another shape than the state.
+    """
+
+    def __init__(self, linear, nonlinear):
+        self.L = _as_linear_part(linear, "linear")
+        if not callable(nonlinear):
+            raise TypeError(f"nonlinear must be callable as nonlinear(x, t), got {type(nonlinear).__name__}")
+        self._nonlinear = nonlinear
+        self._nfe = 0
+        self._phis: OrderedDict = OrderedDict()
+        self._L_matrix = self.L.as_subclass(MatrixCoefficient) if self.kind == "dense" else None
+
+    @property
+    def kind(self) -> str:
+        """``"scalar"``, ``"diagonal"`` or ``"dense"``."""
+        return "scalar" if isinstance(self.L, float) else ("diagonal" if self.L.ndim == 1 else "dense")
+
+    @property
+    def nfe(self) -> int:
+        return self._nfe
+
+    def rho(self, t: float) -> float:
+        return t
+
+    def t_of_rho(self, rho: float) -> float:
+        return rho
+
+    def check_state(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` if its last dimension fits ``L`` (``ValueError`` otherwise)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"the state must be a torch.Tensor, got {type(x).__name__}")
+        if self.kind != "scalar" and (x.ndim < 2 or x.shape[-1] != self.L.shape[0]):
+            raise ValueError(f"the state must have shape (batch, ..., {self.L.shape[0]}) to match the {self.kind} L "
+                             f"of size {self.L.shape[0]} (which acts on its last dimension); got {tuple(x.shape)}")
+        return x
+
+    def nonlinear(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        self.check_state(x)
+        self._nfe += 1
+        out = self._nonlinear(x, t)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"nonlinear(x, t) must return a tensor of the state's shape {tuple(x.shape)}, got {got}")
+        return out
+
+    def apply_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``L x`` (on the state's last dimension for a dense ``L``)."""
+        self.check_state(x)
+        if self.kind == "dense":
+            return x @ self.L.to(x.dtype).T
+        return self.L * x if self.kind == "scalar" else self.L.to(x.dtype) * x
+
+    def rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_linear(x) + self.nonlinear(x, t)
+
+    def coefficients(self, s: float, t: float) -> StepCoefficients:
+        h = t - s
+        if self.kind == "scalar":
+            return StepCoefficients(h, math.exp(self.L * h), 1.0, self.L)
+        if self.kind == "diagonal":
+            return StepCoefficients(h, torch.exp(self.L * h), 1.0, self.L)
+        matrices = _StepMatrices(self, h)
+        return _DenseStepCoefficients(h, matrices.unit(1), 1.0, self._L_matrix, matrices=matrices)
+
+    def step_matrices(self, h: float, n: int) -> list:
+        """``[e^{h L}, I_0, ..., I_{n-1}]`` (at least), ``I_j = h^{j+1} phi_{j+1}(h L)``, of the dense ``L``
+        (float64), cached per ``h`` (the last 64 step sizes)."""
+        values = self._phis.get(h)
+        if values is None or len(values) <= n:
+            phis_hl = phi_matrices(max(n, _MIN_PHI_INDEX), h * self.L)
+            values = [phis_hl[0]] + [h ** j * phis_hl[j] for j in range(1, len(phis_hl))]
+            self._phis[h] = values
+            if len(self._phis) > _CACHE_SIZE:
+                self._phis.popitem(last=False)
+        self._phis.move_to_end(h)
+        return values
+
+
+def _as_linear_part(value, name: str):
+    """``L`` as a float (scalar) or a float64 tensor of shape ``(d,)`` or ``(d, d)``, checked."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number or a real tensor/array of shape (d,) or (d, d), "
+                        f"got {type(value).__name__} ({value!r})")
+    if isinstance(value, (int, float)):
+        return check_float(value, name)
+    try:
+        tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a real number or a real tensor/array of shape (d,) or (d, d), "
+                        f"got {type(value).__name__}") from exc
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"{name} must be real, got dtype {tensor.dtype}")
+    tensor = tensor.to(torch.float64)
+    if tensor.ndim == 0:
+        return check_float(tensor.item(), name)
+    if tensor.ndim > 2 or tensor.numel() == 0 or (tensor.ndim == 2 and tensor.shape[0] != tensor.shape[1]):
+        raise ValueError(f"{name} must be a scalar, a non-empty 1-D tensor (diagonal) or a square 2-D tensor "
+                         f"(dense, acting on the state's last dimension); got shape {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} must be finite")
+    return tensor.clone()
 
 
 class DiffusionODE(SemiLinearProblem):
@@ -164,8 +538,10 @@ class DiffusionODE(SemiLinearProblem):
         t = self._query_times.get(t, t)
         _, _, alpha, sigma = self.point(t)
         if self.prediction == "noise":
-            return self.model.eps(x, t, alpha, sigma)
-        return self.model.data(x, t, alpha, sigma, pool=self._pool)
+            self.latest = self.model.eps(x, t, alpha, sigma)
+        else:
+            self.latest = self.model.data(x, t, alpha, sigma, pool=self._pool)
+        return self.latest  # also what the driver's callback reports as the prediction
 
     def coefficients(self, s: float, t: float) -> StepCoefficients:
         lam_s, log_alpha_s, _, sigma_s = self.point(s)
@@ -181,7 +557,7 @@ class DiffusionODE(SemiLinearProblem):
         return f * x + (g2 / (2.0 * sigma)) * self.model.eps(x, t, alpha, sigma)
 
 
-class BernoulliETDProblem(SemiLinearProblem):
+class BernoulliETDProblem(SemiLinearODE):
     """``dx/dt = L x + c x^2`` with diagonal ``L`` (a Bernoulli equation), integrated in ``rho = t``.
 
     With ``v = 1/x``: ``v' = -L v - c``, so the exact solution is
@@ -191,38 +567,23 @@ class BernoulliETDProblem(SemiLinearProblem):
     Stiff when ``L`` has large negative entries: explicit Runge-Kutta methods then need ``|L| h`` small, while
     exponential integrators keep their order with ``|L| h`` large. ``N(x, t) = c x^2`` depends on ``x``, so the
     stage values matter and the leading error terms do not vanish.
+
+    Parameters
+    ----------
+    L : tensor or array of shape (d,)
+        Finite, non-zero diagonal entries.
+    c : float
     """
 
     def __init__(self, L, c: float = 1.0):
-        L = torch.as_tensor(L, dtype=torch.float64)
-        if L.ndim != 1 or not bool(torch.isfinite(L).all()) or bool((L == 0).any()):
+        L = _as_linear_part(L, "L")
+        if isinstance(L, float) or L.ndim != 1 or bool((L == 0).any()):
             raise ValueError("L must be a 1-D tensor of finite, non-zero diagonal entries")
-        self.L = L
         self.c = check_float(c, "c")
-        self._nfe = 0
+        super().__init__(L, self._quadratic)
 
-    @property
-    def nfe(self) -> int:
-        return self._nfe
-
-    def rho(self, t: float) -> float:
-        return t
-
-    def t_of_rho(self, rho: float) -> float:
-        return rho
-
-    def nonlinear(self, x, t):
-        self._nfe += 1
+    def _quadratic(self, x, t):
         return self.c * x * x
-
-    def coefficients(self, s, t):
-        h = t - s
-        L = self.L
-        return StepCoefficients(h, torch.exp(L * h), 1.0, L)
-
-    def rhs(self, t, x):
-        self._nfe += 1
-        return self.L * x + self.c * x * x
 
     def exact(self, x0: torch.Tensor, t0: float, t: float) -> torch.Tensor:
         """The exact solution at ``t`` from ``x0`` at ``t0``."""

@@ -1,12 +1,26 @@
-"""High-accuracy reference solutions of the probability-flow ODE (SciPy and torchdiffeq).
+"""High-accuracy reference solutions: of any semi-linear problem, and of the probability-flow ODE (SciPy and
+torchdiffeq).
 
-The samplers are judged against these; a reference is itself checked (closed-form single-Gaussian flow, and
-two independent integrators agreeing) before it is trusted (DESIGN.md Sec. 1, "Reference solutions").
+The solvers are judged against these; a reference is itself checked (closed-form solutions: a linear problem's
+``expm(L t) x0``, the single-Gaussian flow; and two independent integrators agreeing) before it is trusted.
 
-The ODE
--------
+Two call forms of :func:`reference_solve`:
+
+* ``reference_solve(problem, x, t_start, t_end, ...)`` for any :class:`~expsolver.problems.SemiLinearProblem`
+  with a right-hand side ``problem.rhs(t, x)`` (a user's :class:`~expsolver.problems.SemiLinearODE`, e.g.):
+  ``dx/dt = rhs(t, x)`` integrated in ``t``, in either direction. Stiff problems take ``method="Radau"`` or
+  ``"BDF"``, whose Jacobian ``d rhs / dx`` (``L + dN/dx`` for a :class:`~expsolver.problems.SemiLinearODE`) comes
+  from autograd (``jacobian="autograd"``) or central differences (``jacobian="fd"``). A
+  :class:`~expsolver.problems.DiffusionODE` is integrated as the diffusion form below, with its own model.
+  ``error_estimate=True`` (the default of this form) also solves at tolerances 10 times tighter and reports the
+  difference.
+* ``reference_solve(model, schedule, x, t_start, t_end, ...)``: the probability-flow ODE of a noise-prediction
+  ``model`` under a VP ``schedule``, as follows.
+
+The probability-flow ODE
+------------------------
 For a VP schedule ``x_t = alpha_t x_0 + sigma_t eps`` and a noise-prediction model ``eps(x, t)`` the
-probability-flow ODE is (DPM-Solver eq. (2.3); seed eq. (8))
+probability-flow ODE is (DPM-Solver eq. (2.3))
 
     dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t),       f = d log alpha_t / dt,  g^2 = -2 sigma_t^2 d lam_t / dt,
 
@@ -44,34 +58,37 @@ reach ``t < 0`` where ``sigma_t`` is NaN.
 Backends
 --------
 * ``backend="scipy"``: the :mod:`scipy.integrate` solvers behind ``solve_ivp`` (``"RK45"``, ``"DOP853"``,
-  ``"Radau"``), driven step by step in float64 NumPy on the whole batch flattened into one system: one right-hand
+  ``"Radau"``, ``"BDF"``), driven step by step in float64 NumPy on the whole batch flattened into one system: one right-hand
   side evaluation is one batched model call. The error norm is SciPy's RMS norm over the whole batch.
 * ``backend="torchdiffeq"``: :func:`torchdiffeq.odeint` on the state's device and dtype (adaptive ``"dopri5"``,
   ``"dopri8"``, ``"bosh3"``, ``"adaptive_heun"``, ``"fehlberg2"``; fixed-grid ``"euler"``, ``"midpoint"``,
   ``"rk4"``, ``"explicit_adams"``, ``"implicit_adams"``, which need ``n_steps=`` or ``options={"step_size": h}``).
 
-Every model call goes through :class:`~expsolver.models.ModelWrapper`, whose counter is the reported ``nfe``
-(SciPy's ``nfev`` misses the calls made for Radau's Jacobian; torchdiffeq reports none).
+Every model call goes through :class:`~expsolver.models.ModelWrapper` (or the problem's own counter,
+``problem.nfe``), which gives the reported ``nfe`` (SciPy's ``nfev`` misses the calls made for the implicit
+methods' Jacobians; torchdiffeq reports none).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ._validation import (
+    check_bool,
     check_choice,
     check_finite_array,
+    check_float,
     check_int,
     check_positive_float,
     check_state,
-    reject_unknown_kwargs,
 )
 from .models import ModelWrapper
+from .problems import DiffusionODE, SemiLinearProblem
 from .schedules import VPSchedule
 
 __all__ = [
@@ -79,18 +96,27 @@ __all__ = [
     "reference_solve",
     "BACKENDS",
     "SCIPY_METHODS",
+    "IMPLICIT_METHODS",
     "TORCHDIFFEQ_METHODS",
     "FIXED_GRID_METHODS",
     "VARIABLES",
+    "JACOBIANS",
+    "sample_errors",
 ]
 
 BACKENDS = ("scipy", "torchdiffeq")
-SCIPY_METHODS = ("RK45", "DOP853", "Radau")
+SCIPY_METHODS = ("RK45", "DOP853", "Radau", "BDF")
+#: SciPy methods that use the Jacobian (stiff problems).
+IMPLICIT_METHODS = ("Radau", "BDF")
 TORCHDIFFEQ_ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 FIXED_GRID_METHODS = ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams")
 TORCHDIFFEQ_METHODS = TORCHDIFFEQ_ADAPTIVE_METHODS + FIXED_GRID_METHODS
 VARIABLES = ("lambda", "t")
+#: How the implicit methods get ``d rhs / dx`` of a problem: autograd, or central differences.
+JACOBIANS = ("autograd", "fd")
 DEFAULT_METHODS = {"scipy": "DOP853", "torchdiffeq": "dopri8"}
+#: The error estimate compares with a solve at tolerances this many times tighter (or this many times more steps).
+ERROR_ESTIMATE_FACTOR = 10
 
 # Options passed through to the integrator, per family (everything else is set by reference_solve).
 _SCIPY_OPTIONS = ("first_step", "max_step")
@@ -134,6 +160,10 @@ class ReferenceResult:
         The requested output times (float64), if any.
     xs : torch.Tensor or None, shape (n_ts, batch, *dims)
         States at ``ts``; rows not reached by a failed integration are NaN.
+    error_estimate : float or None
+        With ``error_estimate=True``: the largest per-sample L2 norm of the difference between this solution and
+        one at tolerances :data:`ERROR_ESTIMATE_FACTOR` times tighter (fixed-grid methods: that many times more
+        steps), over ``x`` and ``xs``; NaN if that solve failed. ``nfe`` includes its model calls.
     """
 
     x: torch.Tensor
@@ -149,11 +179,13 @@ class ReferenceResult:
     t_reached: float
     ts: np.ndarray | None = None
     xs: torch.Tensor | None = None
+    error_estimate: float | None = None
 
     @property
     def success(self) -> bool:
         """``status == "success"``."""
         return self.status == _SUCCESS
+
 
 
 def _softplus(z: float) -> float:
@@ -197,6 +229,10 @@ class _Rhs:
         t = self.schedule.inverse_lam(s) if self.variable == "lambda" else s
         return min(max(t, self.t_end), self.t_start)
 
+    def jacobian_blocks(self, s: float, x: torch.Tensor):
+        """None: the implicit methods use central differences (:func:`_fd_blocks`)."""
+        return None
+
     def __call__(self, s: float, x: torch.Tensor) -> torch.Tensor:
         t = self.to_time(s)
         if self.variable == "lambda":
@@ -211,49 +247,87 @@ class _Rhs:
         return f * x + (g2 / (2.0 * sigma)) * eps
 
 
-def reference_solve(
-    model: Callable,
-    schedule: VPSchedule,
-    x: torch.Tensor,
-    t_start: float,
-    t_end: float,
-    *,
-    backend: str = "scipy",
-    method: str | None = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-10,
-    variable: str = "lambda",
-    ts=None,
-    n_steps: int | None = None,
-    options: dict | None = None,
-    **kwargs,
-) -> ReferenceResult:
-    r"""Integrate the probability-flow ODE from ``t_start`` to ``t_end`` to high accuracy.
+class _ProblemRhs:
+    """``problem.rhs(t, x)`` in ``t`` for :func:`_solve_scipy` / :func:`_solve_torchdiffeq`: the interface of
+    :class:`_Rhs` (``s_start``, ``s_end``, ``to_variable``, ``to_time``, ``jacobian_blocks``) with ``s = t``, clamped
+    into the interval like :class:`_Rhs`."""
 
-    Solves ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t)`` (DPM-Solver eq. (2.3)), by default in the half
-    log-SNR, where it reads ``dx/dlam = sigma^2 x - sigma eps(x, t(lam))`` with ``sigma^2 = sigmoid(-2 lam)``;
-    see the module docstring for the derivation and why that form is smooth.
+    variable = "t"
+
+    def __init__(self, problem: SemiLinearProblem, t_start: float, t_end: float, jacobian: str):
+        self.problem, self.jacobian = problem, jacobian
+        self.t_start = self.s_start = t_start
+        self.t_end = self.s_end = t_end
+        self.s_lo, self.s_hi = min(t_start, t_end), max(t_start, t_end)
+
+    def to_variable(self, t: float) -> float:
+        return t
+
+    def to_time(self, s: float) -> float:
+        return min(max(s, self.s_lo), self.s_hi)
+
+    def __call__(self, s: float, x: torch.Tensor) -> torch.Tensor:
+        out = self.problem.rhs(self.to_time(s), x)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"problem.rhs(t, x) must return a tensor of the state's shape {tuple(x.shape)}, got {got}")
+        return out
+
+    def jacobian_blocks(self, s: float, x: torch.Tensor):
+        """``d rhs / dx`` of every sample, shape ``(batch, dim, dim)`` (float64 NumPy), by autograd: the rows of the
+        Jacobian of the batch sum (samples are independent). None with ``jacobian="fd"``."""
+        if self.jacobian == "fd":
+            return None
+        batch, shape = x.shape[0], x.shape
+
+        def summed(y):
+            return self(s, y.reshape(shape)).reshape(batch, -1).sum(0)
+
+        try:
+            with torch.enable_grad():
+                jac = torch.autograd.functional.jacobian(summed, x.detach().reshape(batch, -1), vectorize=True)
+        except RuntimeError as exc:
+            raise ValueError(f"jacobian='autograd' could not differentiate problem.rhs ({exc}); pass "
+                             f"jacobian='fd' for central differences") from None
+        return jac.permute(1, 0, 2).detach().to(torch.float64).cpu().numpy()
+
+
+def reference_solve(problem, *args, backend: str = "scipy", method: str | None = None, rtol: float = 1e-10,
+                    atol: float = 1e-10, variable: str | None = None, ts=None, n_steps: int | None = None,
+                    options: dict | None = None, jacobian: str | None = None,
+                    error_estimate: bool | None = None) -> ReferenceResult:
+    r"""Integrate an ODE from ``t_start`` to ``t_end`` to high accuracy.
+
+    Call forms (module docstring):
+
+    * ``reference_solve(problem, x, t_start, t_end, **options)``: any :class:`~expsolver.problems.SemiLinearProblem`
+      with ``rhs(t, x)``, in ``t`` (a ``DiffusionODE`` in ``variable``, default ``"lambda"``);
+    * ``reference_solve(model, schedule, x, t_start, t_end, **options)``: the probability-flow ODE
+      ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t)`` (DPM-Solver eq. (2.3)), by default in the half log-SNR,
+      where it reads ``dx/dlam = sigma^2 x - sigma eps(x, t(lam))`` with ``sigma^2 = sigmoid(-2 lam)`` (module
+      docstring).
 
     Parameters
     ----------
-    model : callable
-        Noise prediction ``model(x, t) -> eps`` with ``x`` of shape ``(batch, *dims)`` and ``t`` of shape
-        ``(batch,)`` (all entries equal) in ``x``'s dtype and device. Called under :func:`torch.no_grad`;
-        a model that needs autograd internally must enable it itself. Must treat samples independently
-        (the whole batch is one ODE system, and Radau's Jacobian assumes it is block diagonal).
-    schedule : VPSchedule
-    x : torch.Tensor, shape (batch, *dims)
-        The state at ``t_start`` (float32 or float64, finite).
-    t_start, t_end : float
-        Start and end times, ``schedule.t_min <= t_end < t_start <= schedule.T``.
+    problem : SemiLinearProblem or callable
+        The problem (first form), or the noise prediction ``model(x, t) -> eps`` (second form) with ``x`` of shape
+        ``(batch, *dims)`` and ``t`` of shape ``(batch,)`` (all entries equal) in ``x``'s dtype and device, called
+        under :func:`torch.no_grad` (a model that needs autograd internally must enable it itself). Either must
+        treat samples (the first dimension of ``x``) independently: the whole batch is one ODE system, and the
+        implicit methods' Jacobian assumes it is block diagonal.
+    *args
+        ``x, t_start, t_end`` (first form) or ``schedule, x, t_start, t_end`` (second form): the
+        :class:`~expsolver.schedules.VPSchedule`; the state ``x`` at ``t_start``, shape ``(batch, *dims)``
+        (float32 or float64, finite); the start and end times (diffusion: ``schedule.t_min <= t_end < t_start <=
+        schedule.T``; a problem: any two distinct times).
     backend : {"scipy", "torchdiffeq"}
     method : str, optional
-        ``"RK45"``, ``"DOP853"`` (default) or ``"Radau"`` for SciPy; ``"dopri8"`` (default), ``"dopri5"``,
-        ``"bosh3"``, ``"adaptive_heun"``, ``"fehlberg2"`` or the fixed-grid ``"rk4"``, ``"euler"``,
-        ``"midpoint"``, ``"explicit_adams"``, ``"implicit_adams"`` for torchdiffeq. Radau uses a
-        finite-difference Jacobian formed with ``2 d`` batched model calls (``d = prod(dims)``; all samples are
-        perturbed at once since the Jacobian is block diagonal) and a sparse LU of size ``batch * d``: fine for
-        small ``d``, wasteful for this non-stiff problem in general.
+        ``"RK45"``, ``"DOP853"`` (default), ``"Radau"`` or ``"BDF"`` for SciPy; ``"dopri8"`` (default),
+        ``"dopri5"``, ``"bosh3"``, ``"adaptive_heun"``, ``"fehlberg2"`` or the fixed-grid ``"rk4"``, ``"euler"``,
+        ``"midpoint"``, ``"explicit_adams"``, ``"implicit_adams"`` for torchdiffeq. ``"Radau"`` and ``"BDF"``
+        (stiff problems) use a block-diagonal Jacobian and a sparse LU of size ``batch * d``. The diffusion form
+        forms it by central differences with ``2 d`` batched model calls (``d = prod(dims)``; all samples are
+        perturbed at once): fine for small ``d``, wasteful for that non-stiff problem in general.
     rtol, atol : float
         Relative and absolute tolerances (> 0) on the integrated state (``x``, in either variable), applied by
         both backends in an RMS norm over the whole batch, so the worst sample's error can exceed them and grows
@@ -262,36 +336,46 @@ def reference_solve(
         ``lambda`` at the default 1e-10 made 650 and 626 model calls for maximal absolute errors of 3.3e-9 and
         1.0e-9; dopri8 made 821 calls for 2.3e-10 (2-D). Reaching a guaranteed max error <= 1e-9 took
         ``rtol = atol = 3e-11`` with DOP853 (about 700-750 calls); RK45 and dopri5 need 1,000-1,400.
-    variable : {"lambda", "t"}
-        Integration variable: ``"lambda"`` (smooth, recommended) or ``"t"`` (the plain ODE).
+    variable : {None, "lambda", "t"}
+        Integration variable of the diffusion ODE: ``"lambda"`` (smooth, recommended; the default) or ``"t"`` (the
+        plain ODE). Other problems are integrated in ``t`` (``None`` or ``"t"``).
     ts : sequence of float, optional
-        Strictly decreasing times inside ``[t_end, t_start]`` at which to also return the state (``.xs``).
-        The integrators step exactly onto them (no dense-output interpolation): SciPy restarts at each one
-        (one extra model call per output time), torchdiffeq is given them as ``step_t``.
+        Strictly monotone times inside the interval, in the direction of integration, at which to also return the
+        state (``.xs``). The integrators step exactly onto them (no dense-output interpolation): SciPy restarts at
+        each one (one extra model call per output time), torchdiffeq is given them as ``step_t``.
     n_steps : int, optional
-        Fixed-grid torchdiffeq methods only: number of uniform steps in the integration variable (the grid is
-        uniform in ``lam`` or in ``t``; output times ``ts`` are added to it). Exclusive with
-        ``options={"step_size": h}``, which is turned into ``n_steps = ceil(span / h)``.
+        Fixed-grid torchdiffeq methods only: number of uniform steps in the integration variable (output times
+        ``ts`` are added to the grid). Exclusive with ``options={"step_size": h}``, which is turned into
+        ``n_steps = ceil(span / h)``.
     options : dict, optional
         Extra integrator options: SciPy ``first_step``, ``max_step``; torchdiffeq adaptive ``first_step``,
         ``max_step``, ``safety``, ``ifactor``, ``dfactor``, ``max_num_steps``; fixed grid ``step_size`` (and
         ``max_order``, ``max_iters`` for the Adams methods). Steps are in the integration variable.
+    jacobian : {None, "autograd", "fd"}
+        First form, implicit methods: ``d rhs / dx`` by autograd through ``problem.rhs`` (the default) or by
+        central differences (``2 d`` calls). The diffusion form always uses central differences.
+    error_estimate : bool, optional
+        Also solve at tolerances :data:`ERROR_ESTIMATE_FACTOR` times tighter (fixed grid: that many times more
+        steps) and report the difference as ``.error_estimate`` (default True for a problem, False for the
+        diffusion form, whose cost it would double).
 
     Returns
     -------
     ReferenceResult
         ``.x`` the state at ``t_end``, ``.nfe`` the model calls, ``.status`` ``"success"`` or ``"failed"``
         (then ``.x`` is the last accepted state, at ``.t_reached``, and ``.message`` says why), ``.xs`` the states
-        at ``ts``.
+        at ``ts``, ``.error_estimate``.
 
     Raises
     ------
     TypeError
-        Unknown keyword, model not callable, schedule not a VPSchedule, ``x`` not a floating-point tensor.
+        Unknown keyword, wrong number of positional arguments, model not callable, schedule not a VPSchedule, ``x``
+        not a floating-point tensor.
     ValueError
-        Unknown backend, method or variable; non-positive tolerances; ``t_end >= t_start``; times outside the
-        schedule; bad ``ts``, ``n_steps`` or ``options``; non-finite ``x``; a model output of the wrong shape or
-        non-finite (:class:`~expsolver.models.ModelOutputError`, naming the time).
+        Unknown backend, method, variable or jacobian; non-positive tolerances; ``t_end >= t_start`` (diffusion) or
+        ``t_end == t_start``; times outside the schedule; bad ``ts``, ``n_steps`` or ``options``; non-finite ``x``;
+        a model output of the wrong shape or non-finite (:class:`~expsolver.models.ModelOutputError`, naming the
+        time); a problem's ``rhs`` of the wrong shape.
 
     Examples
     --------
@@ -303,26 +387,44 @@ def reference_solve(
     >>> res = reference_solve(gmm.as_model(sched), sched, x, 1.0, 1e-3)
     >>> bool((res.x - gmm.flow(x, 1.0, 1e-3, sched)).abs().max() < 1e-8), res.status
     (True, 'success')
+    >>> from expsolver.problems import SemiLinearODE
+    >>> ode = SemiLinearODE(torch.tensor([[-2.0, 1.0], [0.0, -3.0]]), lambda x, t: torch.zeros_like(x))
+    >>> res = reference_solve(ode, torch.ones(1, 2, dtype=torch.float64), 0.0, 1.0, rtol=1e-12, atol=1e-12)
+    >>> exact = torch.ones(1, 2, dtype=torch.float64) @ torch.linalg.matrix_exp(ode.L).T
+    >>> bool((res.x - exact).abs().max() < 1e-10), res.error_estimate < 1e-10
+    (True, True)
     """
-    reject_unknown_kwargs(kwargs, "reference_solve")
+    run = dict(backend=backend, method=method, rtol=rtol, atol=atol, ts=ts, n_steps=n_steps, options=options)
+    if isinstance(problem, SemiLinearProblem):
+        if len(args) != 3:
+            raise TypeError(f"reference_solve(problem, x, t_start, t_end, ...) takes 3 positional arguments after the "
+                            f"problem, got {len(args)}")
+        return _solve_problem(problem, *args, variable, "autograd" if jacobian is None else jacobian,
+                              True if error_estimate is None else error_estimate, run)
+    if len(args) != 4:
+        raise TypeError(f"reference_solve(model, schedule, x, t_start, t_end, ...) takes 4 positional arguments after "
+                        f"the model, got {len(args)}")
+    if jacobian is not None:
+        raise ValueError(f"jacobian applies to a problem (reference_solve(problem, x, t_start, t_end)); the diffusion "
+                         f"form uses central differences, got jacobian={jacobian!r}")
+    return _solve_diffusion(problem, *args, "lambda" if variable is None else variable,
+                            False if error_estimate is None else error_estimate, run)
+
+
+def _solve_diffusion(model: Callable, schedule: VPSchedule, x: torch.Tensor, t_start: float, t_end: float,
+                     variable: str, error_estimate: bool, run: dict) -> ReferenceResult:
+    """The second form of :func:`reference_solve`."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
     if not isinstance(schedule, VPSchedule):
         raise TypeError(
             f"schedule must be a VPSchedule (VPLinear, VPCosine, VPDiscrete), got {type(schedule).__name__}"
         )
-    x = check_state(x, "x")
-    backend = check_choice(backend, "backend", BACKENDS)
-    valid_methods = SCIPY_METHODS if backend == "scipy" else TORCHDIFFEQ_METHODS
-    if method is None:
-        method = DEFAULT_METHODS[backend]
-    if not isinstance(method, str) or method not in valid_methods:
-        raise ValueError(
-            f"method must be one of {', '.join(repr(m) for m in valid_methods)} for backend={backend!r}; "
-            f"got {method!r}"
-        )
-    rtol = check_positive_float(rtol, "rtol")
-    atol = check_positive_float(atol, "atol")
+    return _solve_diffusion_problem(ModelWrapper(model, schedule), x, t_start, t_end, variable, error_estimate, run)
+
+
+def _solve_diffusion_problem(wrapper: ModelWrapper, x, t_start, t_end, variable, error_estimate, run):
+    schedule = wrapper.schedule
     variable = check_choice(variable, "variable", VARIABLES)
     t_start = schedule.check_time(t_start, "t_start")
     t_end = schedule.check_time(t_end, "t_end")
@@ -330,8 +432,138 @@ def reference_solve(
         raise ValueError(
             f"t_end must be < t_start (the ODE is solved backwards in time), got t_end={t_end!r}, t_start={t_start!r}"
         )
-    ts_arr = _check_ts(ts, t_start, t_end)
-    options = _check_options(options, backend, method)
+    rhs = _Rhs(wrapper, schedule, variable, t_start, t_end)
+    return _solve(rhs, lambda: wrapper.nfe, x, error_estimate, run)
+
+
+def _solve_problem(problem: SemiLinearProblem, x: torch.Tensor, t_start: float, t_end: float, variable, jacobian,
+                   error_estimate, run: dict) -> ReferenceResult:
+    """The first form of :func:`reference_solve`."""
+    jacobian = check_choice(jacobian, "jacobian", JACOBIANS)
+    if isinstance(problem, DiffusionODE):
+        return _solve_diffusion_problem(problem.model, x, t_start, t_end, "lambda" if variable is None else variable,
+                                        error_estimate, run)
+    if variable not in (None, "t"):
+        raise ValueError(f"variable must be None or 't' for a {type(problem).__name__} (integrated in t); got "
+                         f"{variable!r}")
+    t_start, t_end = check_float(t_start, "t_start"), check_float(t_end, "t_end")
+    if t_end == t_start:
+        raise ValueError(f"t_end must differ from t_start, got both {t_start!r}")
+    return _solve(_ProblemRhs(problem, t_start, t_end, jacobian), lambda: problem.nfe, x, error_estimate, run)
+
+
+def _solve(rhs, count, x, error_estimate, run: dict) -> ReferenceResult:
+    """Check the integrator options, run, and (``error_estimate``) run again at tighter settings."""
+    error_estimate = check_bool(error_estimate, "error_estimate")
+    run = _RunOptions.checked(rhs, **run)
+    x = check_state(x, "x")
+    nfe_before = count()
+    result = _run(rhs, x, run)
+    if error_estimate:
+        check = _run(rhs, x, run.tighter())
+        result = replace(result, error_estimate=_difference(result, check))
+    return replace(result, nfe=count() - nfe_before)
+
+
+def _difference(result: ReferenceResult, check: ReferenceResult) -> float:
+    """Largest per-sample error of ``result`` against ``check`` over the final state and the output states."""
+    if not (result.success and check.success):
+        return math.nan
+    pairs = [(result.x, check.x)] + ([] if result.xs is None else list(zip(result.xs, check.xs)))
+    return max(float(sample_errors(a, b).max()) for a, b in pairs)
+
+
+def sample_errors(x: torch.Tensor, x_ref: torch.Tensor) -> np.ndarray:
+    """Per-sample errors ``||x_i - x_ref_i||_2`` over every dimension but the first (float64 NumPy, shape
+    ``(batch,)``): the one error of every measurement of expsolver."""
+    if x.shape != x_ref.shape:
+        raise ValueError(f"x and x_ref must have the same shape, got {tuple(x.shape)} and {tuple(x_ref.shape)}")
+    diff = (x.detach() - x_ref.detach().to(x)).reshape(x.shape[0], -1)
+    return diff.norm(dim=1).to(torch.float64).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """The integrator settings of one :func:`reference_solve` call, checked."""
+
+    backend: str
+    method: str
+    rtol: float
+    atol: float
+    ts: np.ndarray | None
+    n_steps: int | None
+    options: dict
+
+    @classmethod
+    def checked(cls, rhs, *, backend, method, rtol, atol, ts, n_steps, options) -> "_RunOptions":
+        backend = check_choice(backend, "backend", BACKENDS)
+        valid_methods = SCIPY_METHODS if backend == "scipy" else TORCHDIFFEQ_METHODS
+        method = DEFAULT_METHODS[backend] if method is None else method
+        if not isinstance(method, str) or method not in valid_methods:
+            raise ValueError(
+                f"method must be one of {', '.join(repr(m) for m in valid_methods)} for backend={backend!r}; "
+                f"got {method!r}"
+            )
+        rtol, atol = check_positive_float(rtol, "rtol"), check_positive_float(atol, "atol")
+        ts_arr = _check_ts(ts, rhs.t_start, rhs.t_end)
+        options = _check_options(options, backend, method)
+        n_steps = _check_n_steps(n_steps, backend, method, options)
+        return cls(backend, method, rtol, atol, ts_arr, n_steps, options)
+
+    @property
+    def fixed_grid(self) -> bool:
+        return self.backend == "torchdiffeq" and self.method in FIXED_GRID_METHODS
+
+    def tighter(self) -> "_RunOptions":
+        """The settings of the error estimate's comparison solve."""
+        k = ERROR_ESTIMATE_FACTOR
+        if not self.fixed_grid:
+            return replace(self, rtol=self.rtol / k, atol=self.atol / k)
+        if self.n_steps is not None:
+            return replace(self, n_steps=self.n_steps * k)
+        return replace(self, options=dict(self.options, step_size=self.options["step_size"] / k))
+
+
+def _run(rhs, x: torch.Tensor, run: _RunOptions) -> ReferenceResult:
+    """One integration with the settings ``run``; ``nfe`` is filled in by the caller."""
+    x_in = x.detach()
+    with torch.no_grad():
+        if run.backend == "scipy":
+            x_out, xs, n_done, status, message, t_reached = _solve_scipy(rhs, x_in, run.ts, run.method, run.rtol,
+                                                                         run.atol, run.options)
+        else:
+            x_out, xs, n_done, status, message, t_reached = _solve_torchdiffeq(
+                rhs, x_in, run.ts, run.method, run.rtol, run.atol, run.options, run.n_steps
+            )
+    if status == _SUCCESS and not bool(torch.isfinite(x_out).all()):
+        status, message = _FAILED, "the integrator returned non-finite values"
+    return ReferenceResult(x=x_out, nfe=0, status=status, message=message, backend=run.backend, method=run.method,
+                           rtol=run.rtol, atol=run.atol, variable=rhs.variable, n_steps=n_done, t_reached=t_reached,
+                           ts=run.ts, xs=xs)
+
+
+# -- argument checks ----------------------------------------------------------------------------------------------
+def _check_ts(ts, t_start: float, t_end: float) -> np.ndarray | None:
+    if ts is None:
+        return None
+    arr = check_finite_array(ts, "ts", ndim=1)
+    if arr.shape[0] == 0:
+        raise ValueError("ts must contain at least one time, got an empty sequence")
+    sign = 1.0 if t_end > t_start else -1.0
+    if np.any(sign * np.diff(arr) <= 0):
+        word = "increasing" if sign > 0 else "decreasing"
+        raise ValueError(f"ts must be strictly {word} (from t_start towards t_end), got {arr.tolist()!r}")
+    lo, hi = min(t_start, t_end), max(t_start, t_end)
+    if arr.min() < lo or arr.max() > hi:
+        raise ValueError(
+            f"ts must lie inside [t_end, t_start] = [{t_end!r}, {t_start!r}], got [{arr[-1]!r}, {arr[0]!r}]"
+            if sign < 0 else
+            f"ts must lie inside [t_start, t_end] = [{t_start!r}, {t_end!r}], got [{arr[0]!r}, {arr[-1]!r}]"
+        )
+    return arr
+
+
+def _check_n_steps(n_steps, backend: str, method: str, options: dict) -> int | None:
     fixed_grid = backend == "torchdiffeq" and method in FIXED_GRID_METHODS
     if n_steps is not None:
         if not fixed_grid:
@@ -344,40 +576,7 @@ def reference_solve(
             raise ValueError(f"give n_steps or options['step_size'], not both; got n_steps={n_steps}")
     elif fixed_grid and "step_size" not in options:
         raise ValueError(f"method={method!r} is a fixed-grid method: give n_steps= or options={{'step_size': h}}")
-
-    wrapper = ModelWrapper(model, schedule)
-    rhs = _Rhs(wrapper, schedule, variable, t_start, t_end)
-    common = dict(backend=backend, method=method, rtol=rtol, atol=atol, variable=variable)
-    x_in = x.detach()
-    with torch.no_grad():
-        if backend == "scipy":
-            x_out, xs, n_done, status, message, t_reached = _solve_scipy(rhs, x_in, ts_arr, method, rtol, atol, options)
-        else:
-            x_out, xs, n_done, status, message, t_reached = _solve_torchdiffeq(
-                rhs, x_in, ts_arr, method, rtol, atol, options, n_steps
-            )
-    if status == _SUCCESS and not bool(torch.isfinite(x_out).all()):
-        status, message = _FAILED, "the integrator returned non-finite values"
-    return ReferenceResult(
-        x=x_out, nfe=wrapper.nfe, status=status, message=message, n_steps=n_done, t_reached=t_reached,
-        ts=ts_arr, xs=xs, **common,
-    )
-
-
-# -- argument checks ----------------------------------------------------------------------------------------------
-def _check_ts(ts, t_start: float, t_end: float) -> np.ndarray | None:
-    if ts is None:
-        return None
-    arr = check_finite_array(ts, "ts", ndim=1)
-    if arr.shape[0] == 0:
-        raise ValueError("ts must contain at least one time, got an empty sequence")
-    if np.any(np.diff(arr) >= 0):
-        raise ValueError(f"ts must be strictly decreasing, got {arr.tolist()!r}")
-    if arr[0] > t_start or arr[-1] < t_end:
-        raise ValueError(
-            f"ts must lie inside [t_end, t_start] = [{t_end!r}, {t_start!r}], got [{arr[-1]!r}, {arr[0]!r}]"
-        )
-    return arr
+    return n_steps
 
 
 def _check_options(options, backend: str, method: str) -> dict:
@@ -404,7 +603,7 @@ def _check_options(options, backend: str, method: str) -> dict:
     return out
 
 
-def _output_nodes(rhs: _Rhs, ts_arr) -> list[float]:
+def _output_nodes(rhs, ts_arr) -> list[float]:
     """Points the integration must step onto, in the integration variable: the ``ts`` after the start, then the
     end point (each once, in the direction of integration)."""
     nodes = [] if ts_arr is None else [rhs.to_variable(float(t)) for t in ts_arr if float(t) != rhs.t_start]
@@ -413,7 +612,7 @@ def _output_nodes(rhs: _Rhs, ts_arr) -> list[float]:
     return nodes
 
 
-def _assemble_xs(ts_arr, rhs: _Rhs, x0: torch.Tensor, states: dict) -> torch.Tensor | None:
+def _assemble_xs(ts_arr, rhs, x0: torch.Tensor, states: dict) -> torch.Tensor | None:
     """Stack the states at ``ts`` (keyed by the integration variable); missing ones are NaN."""
     if ts_arr is None:
         return None
@@ -428,7 +627,7 @@ def _assemble_xs(ts_arr, rhs: _Rhs, x0: torch.Tensor, states: dict) -> torch.Ten
 
 
 # -- SciPy ----------------------------------------------------------------------------------------------------------
-def _solve_scipy(rhs: _Rhs, x: torch.Tensor, ts_arr, method: str, rtol: float, atol: float, options: dict):
+def _solve_scipy(rhs, x: torch.Tensor, ts_arr, method: str, rtol: float, atol: float, options: dict):
     from scipy import integrate, sparse
 
     shape, dtype, device = x.shape, x.dtype, x.device
@@ -441,23 +640,17 @@ def _solve_scipy(rhs: _Rhs, x: torch.Tensor, ts_arr, method: str, rtol: float, a
         return rhs(float(s), to_torch(y)).detach().to(torch.float64).cpu().numpy().reshape(-1)
 
     def jac(s, y):
-        # Block-diagonal Jacobian by central differences: perturbing coordinate j of every sample at once gives
-        # column j of every (dim x dim) block in one batched call (samples are independent).
+        # Block-diagonal Jacobian (samples are independent): the problem's own blocks, or central differences.
         y2 = y.reshape(batch, dim)
-        blocks = np.empty((batch, dim, dim))
-        for j in range(dim):
-            h = np.sqrt(np.finfo(np.float64).eps) ** (2.0 / 3.0) * np.maximum(1.0, np.abs(y2[:, j]))
-            yp, ym = y2.copy(), y2.copy()
-            yp[:, j] += h
-            ym[:, j] -= h
-            diff = (fun(s, yp.reshape(-1)) - fun(s, ym.reshape(-1))).reshape(batch, dim)
-            blocks[:, :, j] = diff / (yp[:, j] - ym[:, j])[:, None]  # the steps actually representable
+        blocks = rhs.jacobian_blocks(float(s), to_torch(y))
+        blocks = _fd_blocks(fun, s, y2) if blocks is None else blocks
         return sparse.bsr_matrix(
             (blocks, np.arange(batch), np.arange(batch + 1)), shape=(batch * dim, batch * dim)
         ).tocsc()
 
-    solver_cls = {"RK45": integrate.RK45, "DOP853": integrate.DOP853, "Radau": integrate.Radau}[method]
-    extra = {"jac": jac} if method == "Radau" else {}
+    solver_cls = {"RK45": integrate.RK45, "DOP853": integrate.DOP853, "Radau": integrate.Radau,
+                  "BDF": integrate.BDF}[method]
+    extra = {"jac": jac} if method in IMPLICIT_METHODS else {}
     y = x.detach().to(torch.float64).cpu().numpy().reshape(-1).copy()
     s_now = rhs.s_start
     first_step = options.get("first_step")
@@ -488,13 +681,28 @@ def _solve_scipy(rhs: _Rhs, x: torch.Tensor, ts_arr, method: str, rtol: float, a
     return x_out, xs, n_done, status, message, rhs.to_time(s_now)
 
 
+def _fd_blocks(fun, s, y2: np.ndarray) -> np.ndarray:
+    """``(batch, dim, dim)`` Jacobian blocks of ``fun`` (flat float64 in and out) by central differences: perturbing
+    coordinate j of every sample at once gives column j of every block in one batched call."""
+    batch, dim = y2.shape
+    blocks = np.empty((batch, dim, dim))
+    for j in range(dim):
+        h = np.sqrt(np.finfo(np.float64).eps) ** (2.0 / 3.0) * np.maximum(1.0, np.abs(y2[:, j]))
+        yp, ym = y2.copy(), y2.copy()
+        yp[:, j] += h
+        ym[:, j] -= h
+        diff = (fun(s, yp.reshape(-1)) - fun(s, ym.reshape(-1))).reshape(batch, dim)
+        blocks[:, :, j] = diff / (yp[:, j] - ym[:, j])[:, None]  # the steps actually representable
+    return blocks
+
+
 # -- torchdiffeq ----------------------------------------------------------------------------------------------------
 class _OdeintFunc:
     """The right-hand side as torchdiffeq wants it, recording the last accepted state and counting steps
     through torchdiffeq's callbacks (``callback_step`` runs at the start of every attempted step, with the last
     accepted state; ``callback_accept_step`` after each accepted adaptive step)."""
 
-    def __init__(self, rhs: _Rhs, adaptive: bool):
+    def __init__(self, rhs, adaptive: bool):
         self.rhs = rhs
         self.n_steps = 0
         self.last = None
@@ -521,7 +729,7 @@ class _OdeintFunc:
         self.n_steps += 1
 
 
-def _solve_torchdiffeq(rhs: _Rhs, x: torch.Tensor, ts_arr, method: str, rtol: float, atol: float, options: dict,
+def _solve_torchdiffeq(rhs, x: torch.Tensor, ts_arr, method: str, rtol: float, atol: float, options: dict,
                        n_steps: int | None):
     import torchdiffeq
 

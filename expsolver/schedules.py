@@ -23,9 +23,13 @@ from bisect import bisect_right
 import numpy as np
 import torch
 
-from ._validation import check_finite_array, check_positive_float
+from ._validation import check_finite_array, check_has_data, check_positive_float
 
 __all__ = ["VPSchedule", "VPLinear", "VPCosine", "VPDiscrete"]
+
+
+#: Smallest ``log alpha_T`` a schedule may reach: below it ``alpha_T`` is not a normal float64 number.
+_LOG_ALPHA_MIN = math.log(np.finfo(np.float64).tiny)
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +83,7 @@ class VPSchedule:
         if isinstance(t, torch.Tensor):
             if t.numel() != 1:
                 raise ValueError(f"{name} must be a scalar time, got a tensor of shape {tuple(t.shape)}")
-            t = t.item()
+            t = check_has_data(t, name).item()
         if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)):
             raise TypeError(f"{name} must be a float, got {type(t).__name__}")
         t = float(t)
@@ -87,7 +91,7 @@ class VPSchedule:
             raise ValueError(f"{name}={t!r} is outside the valid range [{self.t_min:g}, {self.T:g}] of {self!r}")
         return t
 
-    # -- float64 scalar helpers used by the samplers (no validation, no tensor round trip cost) ----------------
+    # -- float64 scalar functions used by the samplers (no validation, no tensor round trip cost) ----------------
     # Subclasses override the ``*_float`` methods with plain ``math`` (a 0-d tensor operation costs microseconds,
     # and samplers evaluate these a few times per step); the results agree with the tensor path to an ulp or two.
     def log_alpha_float(self, t: float) -> float:
@@ -117,9 +121,11 @@ class VPSchedule:
         if isinstance(value, torch.Tensor):
             if not value.is_floating_point():
                 raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-            v64 = value.to(torch.float64)
+            v64 = check_has_data(value, name).to(torch.float64)
             if check_range:
                 self._check_tensor_range(v64, name, torch.finfo(value.dtype).eps)
+            elif not bool(torch.isfinite(v64).all()):
+                raise ValueError(f"{name} must be finite, got a tensor with NaN or Inf entries")
             return fn(v64).to(value.dtype)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(value).__name__}")
@@ -136,7 +142,8 @@ class VPSchedule:
         bad = ~torch.isfinite(t) | (t < lo) | (t > hi)
         if bool(bad.any()):
             worst = t[bad].flatten()[0].item()
-            raise ValueError(f"{name} contains {worst!r}, outside the valid range [{self.t_min:g}, {self.T:g}] of {self!r}")
+            raise ValueError(f"{name} contains {worst!r}, outside the valid range [{self.t_min:g}, {self.T:g}] "
+                             f"of {self!r}")
 
 
 class VPLinear(VPSchedule):
@@ -158,6 +165,13 @@ class VPLinear(VPSchedule):
             raise ValueError(f"beta_1 must be >= beta_0, got beta_0={beta_0!r}, beta_1={beta_1!r}")
         self.T = check_positive_float(T, "T")
         self.t_min = min(1e-5, self.T / 10)
+        log_alpha_T = self.log_alpha_float(self.T)
+        if log_alpha_T < _LOG_ALPHA_MIN:
+            # alpha_T = exp(log alpha_T) would be subnormal or 0: the data prediction divides by it and the
+            # step coefficients contain alpha_t / alpha_s, so nothing downstream could be computed at T.
+            raise ValueError(f"beta_1={beta_1!r} and T={T!r} give log alpha_T = {log_alpha_T:.6g}, below "
+                             f"{_LOG_ALPHA_MIN:.6g}: alpha_T underflows float64. Need (beta_1 - beta_0) T^2 / 4 + "
+                             f"beta_0 T / 2 <= {-_LOG_ALPHA_MIN:.6g}")
 
     def __repr__(self):
         return f"VPLinear(beta_0={self.beta_0:g}, beta_1={self.beta_1:g}, T={self.T:g})"
@@ -265,7 +279,8 @@ class VPDiscrete(VPSchedule):
             log_alphas = 0.5 * np.log(a)
         n = log_alphas.shape[0]
         if n < 2:
-            raise ValueError(f"need at least 2 discrete steps, got {n}")
+            raise ValueError(f"{'betas' if betas is not None else 'alphas_cumprod'} must hold at least 2 discrete "
+                             f"steps, got {n}")
         self.total_N = n
         self.t_array = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)[1:]
         self.log_alpha_array = torch.as_tensor(log_alphas, dtype=torch.float64)

@@ -1,34 +1,32 @@
-"""Reverse-SDE baselines in ``t``: Euler-Maruyama and the DDPM ancestral step (seed eq. (7)).
+"""Reverse-SDE baselines in ``t``: Euler-Maruyama and the DDPM ancestral step (Song et al. 2021 eq. (6)).
 
 The exponential SDE solvers (SDE-DPM-Solver++, SDE-DPM-Solver) run through :func:`expsolver.sample` with
 ``algorithm_type="sde-dpmsolver++"`` / ``"sde-dpmsolver"``; this module is the front door of the classical
-baselines, sharing the driver's grid, plan and loop (:func:`expsolver.sample.integrate`).
+baselines, sharing the driver's grid and loop (:func:`expsolver.integrate`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ._validation import check_bool, check_choice, check_int, check_state, reject_unknown_kwargs
 from .brownian import noise_source
 from .grids import SKIP_TYPES, explicit_grid
 from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
-from .sample import DEFAULT_SKIP_TYPE, SampleResult, default_t_end, integrate, plan_steps
+from .driver import integrate
+from .sampling import DEFAULT_SKIP_TYPE, SampleResult, default_t_end, sampling_grid
 from .schedules import VPSchedule
-from .solvers.sde import DDPMAncestral, EulerMaruyama, ReverseDiffusionSDE
+from .solvers.options import SDE_SCHEMES
+from .solvers.sde import ReverseDiffusionSDE
 
 __all__ = ["reverse_sde_sample", "SDE_SCHEMES"]
-
-#: Schemes of :func:`reverse_sde_sample`.
-SDE_SCHEMES = {"euler_maruyama": EulerMaruyama, "ddpm_ancestral": DDPMAncestral}
 
 
 def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, scheme="euler_maruyama",
                        skip_type=None, timesteps=None, generator=None, noise=None, model_type="noise",
                        time_input="continuous", denoise_to_zero=False, return_intermediates=False,
                        check_finite=True, **kwargs) -> SampleResult:
-    """Sample by discretising the reverse SDE (seed eq. (7)) from ``t_start`` down to ``t_end``.
+    """Sample by discretising the reverse SDE (Song et al. 2021 eq. (6)) from ``t_start`` down to ``t_end``.
 
     ``dx = [f(t) x + g^2(t)/sigma_t eps_theta(x, t)] dt + g(t) dw_bar``:
 
@@ -93,21 +91,20 @@ def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=No
     if not t_end < t_start:
         raise ValueError(f"t_end must be in (0, t_start={t_start!r}), got t_end={t_end!r}")
 
-    plan = plan_steps("singlestep_fixed", schedule, steps, 1, skip_type, t_start, t_end, False, None, timesteps)
-    source = noise_source(noise, generator, x, len(plan))
+    grid = sampling_grid(schedule, skip_type, t_start, t_end, steps) if timesteps is None else timesteps
+    source = noise_source(noise, generator, x, steps)
     wrapper = ModelWrapper(model, schedule, model_type=model_type, time_input=time_input, check_finite=check_finite)
     problem = ReverseDiffusionSDE(schedule, wrapper, "noise")
     rule = SDE_SCHEMES[scheme](source)
-    intermediates = [x] if return_intermediates else None
     with torch.no_grad():
-        x = integrate(problem, rule, plan, x, check_finite, intermediates)
+        run = integrate(problem, rule, x, grid, return_intermediates=return_intermediates, check_finite=check_finite)
+        x, intermediates = run.x, run.intermediates
         if denoise_to_zero:
-            wrapper.step_index = None
             _, _, alpha, sigma = problem.point(t_end)
             x = wrapper.data(x, t_end, alpha, sigma)
             if intermediates is not None:
                 intermediates.append(x)
     options = dict(steps=steps, t_start=t_start, t_end=t_end, scheme=scheme, skip_type=skip_type,
                    model_type=model_type, denoise_to_zero=denoise_to_zero)
-    return SampleResult(x=x, nfe=wrapper.nfe, timesteps=np.array([plan[0].s] + [st.t for st in plan]),
-                        orders=[1] * len(plan), intermediates=intermediates, options=options)
+    return SampleResult(x=x, nfe=wrapper.nfe, timesteps=run.timesteps, orders=run.orders, intermediates=intermediates,
+                        options=options, solver=rule)

@@ -1,34 +1,37 @@
-"""Make every paper figure and ``summary.json``: ``python -m paper_figs [--quick] [--out DIR] [--seed N]``.
+"""Make every paper figure and ``summary.json``: ``python -m paper_figs [--quick] [--out DIR] [--seed N]
+[--only FIG ...] [--jobs N | --scheduler ADDRESS]``.
 
 Runs the figure scripts ``fig1_local_error`` ... ``fig10_dsm_model_error`` (``fig11_race`` only with
-``--only fig11_race``; the studies they share are computed once and saved under ``OUT/data/``), writes
-``OUT/figN_*.pdf`` and ``.png`` and ``OUT/summary.json``: per solver, the local and global orders measured by the
-order verification (:mod:`analysis.verification`, the protocol of the order tests) with their fit windows, the
-slopes observed on the figure targets and the error at NFE 10 and 20 on each target; per classical solver the
-error at given NFE; the run configuration, runtime and library versions.
+``--only fig11_race``), writes ``OUT/figN_*.pdf`` and ``.png`` and ``OUT/summary.json``: per solver, the local and
+global orders measured by the order verification (:mod:`analysis.verification`, the protocol of the order tests)
+with their fit windows, the slopes observed on the figure targets and the error at NFE 10 and 20 on each target;
+per classical solver the error at given NFE; the run configuration, runtime and library versions.
+
+The studies the figures and the summary need are independent tasks (:mod:`paper_figs._common`), all submitted at
+once to local worker processes (``--jobs``, default: the CPUs this process may use; ``1`` computes in this
+process) or to a Dask cluster (``--scheduler``); this process stores each task's result under ``OUT/data/tasks/``
+as it arrives and makes each figure as soon as its studies are complete. One progress bar counts tasks and figures.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 import sys
 import time
 from dataclasses import asdict
 
 import torch
+from tqdm import tqdm
 
-from ._common import DEFAULT_OUT, TIMINGS, code_fingerprint, compute_studies, config_for, get_study, make_figure
+from ._common import (SUMMARY_STUDIES, TIMINGS, build_parser, config_for, executor_from_args, get_study,
+                      make_figure, run_studies)
 
 FIGURES = ("fig1_local_error", "fig2_global_error", "fig3_work_precision", "fig4_official_3m", "fig5_time_grids",
            "fig6_2d_picture", "fig7_schedules", "fig8_sde_strong", "fig9_sde_weak", "fig10_dsm_model_error")
 #: Figures made only on request (``--only fig11_race``): the accuracy-per-NFE race optimises one time grid per
-#: solver, NFE and target, which takes several minutes and would break the default run's 2-minute budget.
+#: solver, NFE and target, which takes far longer than every other figure together.
 EXTRA_FIGURES = ("fig11_race",)
-#: With ``--jobs 2``, what the second process does (batches of studies, then figures), chosen to balance the
-#: two processes' work (the order verification alone takes about a minute).
-HELPER_STUDIES = (("order_16d", "wp_16d"), ("orders",))
-HELPER_FIGURES = ("fig8_sde_strong",)
 
 
 def build_summary(out_dir: str, quick: bool, seed: int, figure_info: dict, runtime_s: float) -> dict:
@@ -52,7 +55,7 @@ def build_summary(out_dir: str, quick: bool, seed: int, figure_info: dict, runti
         "mode": "quick" if quick else "full",
         "seed": seed,
         "runtime_s": round(runtime_s, 1),
-        "study_seconds": dict(TIMINGS),
+        "study_seconds": {name: TIMINGS[name] for name in sorted(TIMINGS)},
         "config": to_jsonable(asdict(cfg)),
         "targets": {"2d": "analysis.targets.target_2d", "16d": "analysis.targets.target_16d",
                     "schedule": "VPLinear(beta_0=0.1, beta_1=20)"},
@@ -69,68 +72,38 @@ def build_summary(out_dir: str, quick: bool, seed: int, figure_info: dict, runti
     return summary
 
 
-class _Helper:
-    """The second process of ``--jobs 2``: computes :data:`HELPER_STUDIES` (in two batches, so that the 16-D
-    studies the figures need are ready early) and makes :data:`HELPER_FIGURES`, while this process does the rest."""
-
-    def __init__(self, out_dir: str, quick: bool, seed: int, figures):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        code = code_fingerprint()
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        self.studies = [self.pool.submit(compute_studies, batch, out_dir, quick, seed, code)
-                        for batch in HELPER_STUDIES]
-        self.figures = {name: self.pool.submit(make_figure, name, out_dir, quick, seed, code)
-                        for name in figures if name in HELPER_FIGURES}
-
-    def wait_for_studies(self, batch: int) -> None:
-        TIMINGS.update({f"{k} (helper process)": v for k, v in self.studies[batch].result().items()})
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m paper_figs", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small studies (CI smoke run, < 30 s)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder for PDF, PNG, data and summary.json")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample generators (>= 0)")
+def main(argv=None, *, executor=None) -> dict:
+    """Run the driver (module docstring) with the command-line arguments ``argv``; ``executor`` (a Dask
+    ``Client``, a ``concurrent.futures.Executor``, ...: see :func:`analysis.tasks.open_executor`) replaces what
+    ``--jobs`` / ``--scheduler`` select. Returns the summary."""
+    parser = build_parser(__doc__.splitlines()[0])
+    parser.prog = "python -m paper_figs"
     parser.add_argument("--only", nargs="*", choices=FIGURES + EXTRA_FIGURES, default=None,
                         help="make only these figures (the extra figures " + ", ".join(EXTRA_FIGURES)
                         + " only this way)")
-    parser.add_argument("--jobs", type=int, choices=(1, 2), default=2,
-                        help="processes: 2 computes the 16-D studies, the order verification and some figures in a "
-                             "second process meanwhile")
     args = parser.parse_args(argv)
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    from tqdm import tqdm
-
+    spec = executor_from_args(parser, args) if executor is None else executor
     torch.set_num_threads(1)
+    TIMINGS.clear()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    figures = FIGURES if args.only is None else tuple(args.only)
+    figures = FIGURES if args.only is None else tuple(dict.fromkeys(args.only))
+    needs = {name: importlib.import_module(f"paper_figs.{name}").STUDIES for name in figures}
+    studies = list(dict.fromkeys([s for name in figures for s in needs[name]] + list(SUMMARY_STUDIES)))
     cfg = config_for(args.quick, args.seed)
-    helper = _Helper(args.out, args.quick, args.seed, figures) if args.jobs == 2 else None
-    info = {}
-    bar = tqdm(total=len(figures), desc="paper figures", unit="fig", file=sys.stderr)
-    if helper is not None:
-        # The 2-D studies run here while the helper computes the 16-D ones, which the figures need from figure 2 on.
-        for name in ("local_2d", "order_2d", "grids_2d"):
-            get_study(name, args.out, cfg)
-        helper.wait_for_studies(0)
-    for name in figures:
-        if helper is not None and name in helper.figures:
-            continue
-        bar.set_postfix_str(name)
-        info[name] = make_figure(name, args.out, args.quick, args.seed)
-        bar.update()
-    if helper is not None:
-        for name, future in helper.figures.items():
-            info[name] = future.result()
-            bar.update()
-        helper.wait_for_studies(1)
-        helper.pool.shutdown()
-    bar.close()
+    info, ready = {}, set()
+    with tqdm(total=len(figures), desc="paper figures", unit="task", file=sys.stderr) as bar:
+        def figures_now_possible(study=None):
+            if study is not None:
+                ready.add(study)
+            for name in figures:
+                if name not in info and all(s in ready for s in needs[name]):
+                    bar.set_postfix_str(name, refresh=False)
+                    info[name] = make_figure(name, args.out, args.quick, args.seed)
+                    bar.update()
+
+        run_studies(studies, args.out, cfg, spec, bar=bar, on_study=figures_now_possible)
+        figures_now_possible()
     info = {name: info[name] for name in figures}
     runtime = time.perf_counter() - t0
     summary = build_summary(args.out, args.quick, args.seed, info, runtime)

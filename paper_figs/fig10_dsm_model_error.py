@@ -14,20 +14,19 @@ value ``d - E ||eps*(x_t, t)||^2``.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from analysis import standard_schedule, target_2d
-from analysis.results import save_result
 from analysis.sde_study import model_error_study
 from analysis.style import log_log_axes, save_figure, style, use_agg
+from analysis.tasks import Task
 from expsolver.dsm import train_noise_predictor
 
-from ._common import config_for, run_main
+from ._common import config_for, get_study, register_study, run_main
 from .fig8_sde_strong import sde_style
 
 NAME = "fig10_dsm_model_error"
+STUDIES = (NAME,)
 
 
 def _config(quick: bool) -> dict:
@@ -39,9 +38,9 @@ def _config(quick: bool) -> dict:
                 sde_fine_steps=1024, reference_rtol=1e-9, dsm_samples=100000)
 
 
-def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    cfg = config_for(quick, seed)
-    cfg = _config(quick)
+def train_and_study(cfg: dict, seed: int) -> dict:
+    """Train the noise predictor (``cfg["train"]``, seed ``seed``) and run :func:`analysis.sde_study.model_error_study`
+    with it; returns the study (its ``training`` summarises the training) and the training losses."""
     schedule, mixture = standard_schedule(), target_2d()
     trained = train_noise_predictor(mixture, schedule, seed=seed, **cfg["train"])
     study = model_error_study(mixture, schedule, learned=trained.model, n_samples=cfg["n_samples"], seed=seed,
@@ -49,9 +48,18 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
                               reference_rtol=cfg["reference_rtol"], dsm_samples=cfg["dsm_samples"], target="2d")
     study.training = dict(config=trained.config, seconds=trained.seconds,
                           final_loss=float(np.mean(trained.losses[-100:])))
-    data = os.path.join(out_dir, "data")
-    save_result(study, os.path.join(data, f"{NAME}.json"))
-    np.save(os.path.join(data, f"{NAME}_losses.npy"), trained.losses)
+    return dict(study=study, losses=np.asarray(trained.losses))
+
+
+register_study(NAME,
+               lambda run_cfg: [Task(NAME, train_and_study, (_config(run_cfg.quick), run_cfg.seed))],
+               lambda run_cfg, parts, studies: parts[0])
+
+
+def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
+    result = get_study(NAME, out_dir, config_for(quick, seed))
+    cfg, study, losses = _config(quick), result["study"], result["losses"]
+    training = study.training
 
     plt = use_agg()
     fig, axes = plt.subplots(1, 3, figsize=(17, 5), constrained_layout=True)
@@ -70,7 +78,6 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
         log_log_axes(ax, "NFE (model evaluations)", f"RMS per-sample L2 error at t = 1e-3, {study.n_samples} samples",
                      title, title_size=10, legend=dict(fontsize=7))
     ax = axes[2]
-    losses = trained.losses
     window = max(1, len(losses) // 50)
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     ax.plot(np.arange(window, len(losses) + 1), smooth, color="#0072B2", linewidth=1.2,
@@ -81,8 +88,8 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
     ax.axhline(ex["value"], color="#D55E00", linestyle=":", label=f"exact model's loss {ex['value']:.4f} "
                f"+- {ex['stderr']:.4f}")
     learned = study.dsm["learned"]
-    ax.set_title(f"(c) DSM training on the 2-D mixture ({trained.config['steps']} Adam steps, "
-                 f"{trained.seconds:.0f} s)\nlearned model: loss {learned['value']:.4f}, excess "
+    ax.set_title(f"(c) DSM training on the 2-D mixture ({training['config']['steps']} Adam steps, "
+                 f"{training['seconds']:.0f} s)\nlearned model: loss {learned['value']:.4f}, excess "
                  f"E||eps_theta - eps*||^2 = {study.dsm['excess']['value']:.4f}", fontsize=10)
     ax.set_xlabel("Adam step")
     ax.set_ylabel(r"$E\,\|\epsilon_\theta(x_t, t) - \epsilon\|^2$, t ~ U[1e-3, 1]")
@@ -96,7 +103,7 @@ def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
         below = [n for n, e in zip(part["steps"], part["disc_learned"]) if e < part["model_error"]]
         crossing[key] = min(below) if below else None
     return dict(files=files, model_error=dict(ode=study.ode["model_error"], sde=study.sde["model_error"]),
-                first_nfe_below_model_error=crossing, dsm=study.dsm, training_seconds=trained.seconds)
+                first_nfe_below_model_error=crossing, dsm=study.dsm, training_seconds=training['seconds'])
 
 
 def main(argv=None) -> dict:

@@ -3,47 +3,39 @@
 Rows: the 2-D and the 16-D mixture. Left: RMS over 1,000 test states of the per-state L2 error at t_end against
 NFE, every solver of the lineup on its best standard grid (thin lines, hollow markers; the skip type chosen per NFE
 on the test states) and on grids optimised for it on a separate pool of training states (thick lines, filled
-markers; dashed: optimised together with the times at which the model is queried, "+ model times"); black crosses: the best official DPM-Solver configuration at that NFE (over methods, orders, skip types,
-prediction and solver types), grey: a third of it (the issue's acceptance line). Middle: the same for the median.
+markers; dashed: optimised together with the times at which the model is queried, "+ model times"); black
+crosses: the best official DPM-Solver configuration at that NFE (over methods, orders, skip types, prediction and
+solver types), grey: a third of it (the acceptance line). Middle: the same for the median.
 Right: the optimised grids of the configuration selected (on validation states) at NFE 10, drawn in lambda (one
 row per NFE; grey ticks: the uniform-in-lambda grid with the same NFE; crosses: the learned model times, if any).
 
-The study is computed once per output folder (``OUT/data/race_<target>-<tag>.json``, tag = configuration and code)
-and reused. ``python -m paper_figs.fig11_race [--quick] [--out DIR] [--seed N]`` (``--seed`` is not used: the
-study's seeds are fixed in :class:`analysis.race.RaceConfig`).
+The study's tasks (:func:`analysis.race.race_studies`: every standard-grid curve, best-official search, grid
+optimisation, switch analysis and population estimate, both targets together) run on the driver's executor, their
+results kept under ``OUT/data/tasks/`` (an interrupted race resumes). ``python -m paper_figs.fig11_race [--quick]
+[--out DIR] [--jobs N] [--scheduler ADDRESS]`` (``--seed`` is not used: the study's seeds are fixed in
+:class:`analysis.race.RaceConfig`).
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-import sys
-import time
-
 import numpy as np
 
 from analysis import race
-from analysis.results import fingerprint, load_result, save_result
 from analysis.style import save_figure, style, use_agg
 
-from ._common import TARGET_LABELS, code_fingerprint, run_main
+from ._common import TARGET_LABELS, config_for, get_study, register_study, run_main
 
 NAME = "fig11_race"
 TARGETS = ("2d", "16d")
+STUDIES = (NAME,)
 
 
-def get_race(out_dir: str, target: str, quick: bool):
-    """The race study of ``target`` from ``OUT/data`` or computed now (and saved)."""
-    cfg = race.race_config(target, quick)
-    tag = fingerprint(NAME, repr(cfg), code_fingerprint(), inspect.getsource(race))[:16]
-    path = os.path.join(out_dir, "data", f"race_{target}-{tag}.json")
-    if os.path.exists(path):
-        return load_result(path)
-    t0 = time.perf_counter()
-    study = race.race_study(cfg, progress=lambda message: print(f"  [race] {message}", file=sys.stderr, flush=True))
-    study.timings["total_s"] = time.perf_counter() - t0
-    save_result(study, path)
-    return study
+def _run_race(cfg, out_dir, executor, store, bar, timings) -> dict:
+    cfgs = [race.race_config(t, "quick" if cfg.quick else "full") for t in TARGETS]
+    return dict(zip(TARGETS, race.race_studies(cfgs, executor=executor, store=store, bar=bar, timings=timings)))
+
+
+register_study(NAME, run=_run_race)
 
 
 def _plot_curves(ax, study, statistic: str):
@@ -103,7 +95,7 @@ def _plot_grids(ax, study):
 
 
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    studies = {t: get_race(out_dir, t, quick) for t in TARGETS}
+    studies = get_study(NAME, out_dir, config_for(quick, seed))
     plt = use_agg()
     fig, axes = plt.subplots(len(TARGETS), 3, figsize=(19, 6.2 * len(TARGETS)), constrained_layout=True,
                              gridspec_kw=dict(width_ratios=(1.2, 1.2, 0.8)))

@@ -19,6 +19,7 @@ from analysis.style import label, log_log_axes, reference_slope, save_figure, st
 from ._common import TARGET_LABELS, config_for, get_study, run_main
 
 NAME = "fig1_local_error"
+STUDIES = ("local_2d",)
 PREDICTION_TITLES = {"dpmsolver++": "data prediction (DPM-Solver++)", "dpmsolver": "noise prediction (DPM-Solver)"}
 
 

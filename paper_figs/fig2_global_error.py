@@ -18,6 +18,7 @@ from analysis.style import label, log_log_axes, reference_slope, save_figure, st
 from ._common import TARGET_LABELS, config_for, error_label, get_study, run_main
 
 NAME = "fig2_global_error"
+STUDIES = ("order_2d", "order_16d")
 PREDICTION_TITLES = {"dpmsolver++": "data prediction (DPM-Solver++)", "dpmsolver": "noise prediction (DPM-Solver)"}
 
 

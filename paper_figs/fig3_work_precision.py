@@ -16,6 +16,7 @@ from analysis.style import label, log_log_axes, save_figure, style, use_agg
 from ._common import TARGET_LABELS, config_for, error_label, get_study, run_main
 
 NAME = "fig3_work_precision"
+STUDIES = ("wp_2d", "wp_16d")
 DPM_SHOWN = ("DPM-Solver-1", "DPM-Solver-2S", "DPM-Solver-3S", "DPM-Solver-2M", "DPM-Solver-3M", "DPM-Solver-4M")
 CLASSICAL_LABELS = {"rk4": "rk4 (torchdiffeq, fixed steps)", "dopri5": "dopri5 (torchdiffeq)",
                     "RK45": "RK45 (SciPy)", "DOP853": "DOP853 (SciPy)"}

@@ -22,6 +22,7 @@ from .fig1_local_error import local_error_label
 from .fig2_global_error import nfe_reference_fan
 
 NAME = "fig4_official_3m"
+STUDIES = ("local_2d", "order_2d", "order_16d")
 SHOWN = ("DPM-Solver-3M-official", "DPM-Solver-3M", "DPM-Solver-2M")
 PRED = {"dpmsolver++": "data", "dpmsolver": "noise"}
 

@@ -15,6 +15,7 @@ from expsolver import VPCosine, VPDiscrete, VPLinear
 from ._common import config_for, run_main
 
 NAME = "fig7_schedules"
+STUDIES = ()
 SCHEDULE_STYLES = {"linear (VPLinear)": dict(color="#0072B2", linestyle="-"),
                    "cosine (VPCosine)": dict(color="#D55E00", linestyle="-."),
                    "discrete DDPM, N = 1000 (VPDiscrete)": dict(color="#009E73", linestyle="none", marker="o",

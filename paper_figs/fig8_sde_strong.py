@@ -13,18 +13,17 @@ Errors above 5 (the noise-prediction solvers are unstable at the coarsest steps)
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from analysis import standard_schedule, target_2d
-from analysis.results import save_result
 from analysis.sde_study import strong_error_study, wide_mixture
 from analysis.style import log_log_axes, reference_slope, save_figure, style, use_agg
+from analysis.tasks import Task
 
-from ._common import config_for, run_main
+from ._common import config_for, get_study, register_study, run_main
 
 NAME = "fig8_sde_strong"
+STUDIES = (NAME,)
 #: One colour and marker per stochastic solver, shared by figures 8-10 (noise prediction: dotted, hollow).
 SDE_STYLES = {
     "SDE-DPM-Solver++1": dict(color="#000000", marker="o"),
@@ -66,17 +65,20 @@ def _plot(ax, study, name, values, fit, linestyle=None, suffix=""):
             label=f"{name}{suffix}: {slope}")
 
 
+def _tasks(run_cfg) -> list:
+    cfg, seed = _config(run_cfg.quick), run_cfg.seed
+    return [Task("fig8_sde_strong/wide", strong_error_study, (wide_mixture(), standard_schedule()),
+                 dict(solvers=LAM_SOLVERS + ("Euler-Maruyama",), seed=seed, target="wide_2d", **cfg["wide"])),
+            Task("fig8_sde_strong/sharp", strong_error_study, (target_2d(), standard_schedule()),
+                 dict(solvers=SHARP_SOLVERS, seed=seed, target="2d", em_steps=(), **cfg["sharp"]))]
+
+
+register_study(NAME, _tasks, lambda cfg, parts, studies: dict(zip(("wide", "sharp"), parts)))
+
+
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    cfg = config_for(quick, seed)
-    cfg = _config(quick)
-    schedule = standard_schedule()
-    wide = strong_error_study(wide_mixture(), schedule, solvers=LAM_SOLVERS + ("Euler-Maruyama",), seed=seed,
-                              target="wide_2d", **cfg["wide"])
-    sharp = strong_error_study(target_2d(), schedule, solvers=SHARP_SOLVERS, seed=seed, target="2d",
-                               em_steps=(), **cfg["sharp"])
-    data = os.path.join(out_dir, "data")
-    save_result(wide, os.path.join(data, f"{NAME}_wide.json"))
-    save_result(sharp, os.path.join(data, f"{NAME}_sharp.json"))
+    studies = get_study(NAME, out_dir, config_for(quick, seed))
+    wide, sharp = studies["wide"], studies["sharp"]
 
     plt = use_agg()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)

@@ -16,20 +16,19 @@ t_end = 1e-3), so panel (a) shows only its O(h^2) term (its first order is visib
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from analysis import standard_schedule
-from analysis.results import save_result
 from analysis.sde_study import THEORY, gaussian_weak_errors, weak_error_study, wide_mixture
 from analysis.style import log_log_axes, reference_slope, save_figure, use_agg
+from analysis.tasks import Task
 from expsolver import GaussianMixture
 
-from ._common import config_for, run_main
+from ._common import config_for, get_study, register_study, run_main
 from .fig8_sde_strong import sde_style
 
 NAME = "fig9_sde_weak"
+STUDIES = (NAME,)
 LAM_SOLVERS = ("SDE-DPM-Solver++1", "SDE-DPM-Solver++(2M)", "SDE-DPM-Solver++(2M)-taylor", "SDE-DPM-Solver-1",
                "SDE-DPM-Solver-2M")
 
@@ -68,17 +67,20 @@ def _plot_mc(ax, study, name, q, suffix="", marker=None):
             markerfacecolor="white")
 
 
+def _tasks(run_cfg) -> list:
+    cfg, solvers = _config(run_cfg.quick), LAM_SOLVERS + ("Euler-Maruyama",)
+    return [Task("fig9_sde_weak/gaussian", gaussian_weak_errors, (gaussian_target(), standard_schedule()),
+                 dict(solvers=solvers, **cfg["gauss"])),
+            Task("fig9_sde_weak/mixture", weak_error_study, (wide_mixture(), standard_schedule()),
+                 dict(solvers=solvers, seed=run_cfg.seed, target="wide_2d", **cfg["mc"]))]
+
+
+register_study(NAME, _tasks, lambda cfg, parts, studies: dict(zip(("gaussian", "mixture"), parts)))
+
+
 def make(out_dir: str, quick: bool = False, seed: int = 0) -> dict:
-    cfg = config_for(quick, seed)
-    cfg = _config(quick)
-    schedule = standard_schedule()
-    gauss = gaussian_weak_errors(gaussian_target(), schedule, solvers=LAM_SOLVERS + ("Euler-Maruyama",),
-                                 **cfg["gauss"])
-    mc = weak_error_study(wide_mixture(), schedule, solvers=LAM_SOLVERS + ("Euler-Maruyama",), seed=seed,
-                          target="wide_2d", **cfg["mc"])
-    data = os.path.join(out_dir, "data")
-    save_result(gauss, os.path.join(data, f"{NAME}_gaussian.json"))
-    save_result(mc, os.path.join(data, f"{NAME}_mixture.json"))
+    studies = get_study(NAME, out_dir, config_for(quick, seed))
+    gauss, mc = studies["gaussian"], studies["mixture"]
 
     plt = use_agg()
     fig, axes = plt.subplots(1, 4, figsize=(21, 5.2), constrained_layout=True)

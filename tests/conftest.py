@@ -1,4 +1,5 @@
-"""Shared fixtures: float64 mixtures and seeded generators. Nothing here changes torch's global state."""
+"""Shared fixtures: float64 mixtures and seeded generators; how pytest-xdist groups the tests. Nothing here changes
+torch's global state."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,31 @@ def pytest_configure(config):
     # The tests evaluate small batches, where intra-op threads only add synchronisation cost (and oversubscribe a
     # loaded 2-core machine badly); one thread also makes reductions reproducible across machines.
     torch.set_num_threads(1)
+    if getattr(config.option, "numprocesses", None) and config.getoption("dist") == "load":
+        # pytest-xdist (-n N, whose default is --dist load): distribute by the groups of
+        # pytest_collection_modifyitems (--dist loadgroup), here and in the workers (pytest_configure_node).
+        config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("group_by_file"):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["group_by_file"] = node.config.getoption("dist") == "loadgroup"
+
+
+#: Files of many independent tests without costly shared fixtures: under pytest-xdist their tests are spread over
+#: the workers one by one. Every other file runs on one worker, so that its module-scoped fixtures (reference
+#: solves, trained models, quick figure runs, a Dask cluster) are computed once.
+SPREAD_FILES = ("test_orders.py", "test_stress.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            if item.path.name not in SPREAD_FILES:
+                item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture

@@ -1,11 +1,13 @@
-"""Unit tests of the order estimator (analysis.order) on synthetic data with known slopes. Runtime < 2 s."""
+"""Unit tests of the order estimator (expsolver.convergence.fit_order, re-exported by analysis.order) on synthetic
+data with known slopes. Runtime < 2 s."""
 
 import math
 
 import numpy as np
 import pytest
 
-from analysis.order import OrderFit, fit_order, t_quantile, t_quantile_975
+import analysis.order
+from expsolver.convergence import OrderFit, fit_order
 
 
 def _synthetic(p, n=41, seed=0, h_pre=0.1, floor=1e-12, noise=0.3, h_min=1e-5, h_max=1.0):
@@ -125,10 +127,36 @@ def test_argument_errors():
         fit_order([1, 2, 3], [1, 2, 3], slope_tol=0)
 
 
-def test_t_quantiles_against_known_values():
-    assert t_quantile_975(1) == pytest.approx(12.706204736, rel=1e-9)
-    assert t_quantile_975(10) == pytest.approx(2.228138852, rel=1e-9)
-    assert t_quantile_975(31) == pytest.approx(2.039513446, rel=1e-8)  # bisection branch
-    assert t_quantile(0.99, 4) == pytest.approx(3.746947388, rel=1e-8)
-    assert t_quantile(0.9995, 7) == pytest.approx(5.407882520, rel=1e-8)
-    assert t_quantile(0.975, 2) == pytest.approx(4.302652730, rel=1e-9)
+def test_confidence_interval_is_the_student_t_interval_of_the_window():
+    """The 95 % interval is slope +- t_{0.975, n-2} * (standard error of the least-squares slope), computed here
+    independently with NumPy and scipy.stats."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    h = np.geomspace(1e-3, 1e-1, 8)
+    e = h**2 * np.exp(0.01 * rng.standard_normal(8))
+    fit = fit_order(h, e)
+    assert fit.reliable and fit.window == (0, 8)
+    res = stats.linregress(np.log(h), np.log(e))
+    half = stats.t.ppf(0.975, 6) * res.stderr
+    assert fit.slope == pytest.approx(res.slope, rel=1e-12)
+    assert (fit.ci_low, fit.ci_high) == (pytest.approx(res.slope - half, rel=1e-10),
+                                         pytest.approx(res.slope + half, rel=1e-10))
+
+
+def test_reason_says_what_was_seen():
+    # A pre-asymptotic bend: pair slopes rising from about 3.3 to 3.9 (no straight window of 4+ points).
+    h = 2.0 ** -np.arange(4, 10)
+    e = h**4 * (1.0 + 40.0 * h)
+    fit = fit_order(h, e)
+    pairs = np.diff(np.log(e[::-1])) / np.diff(np.log(h[::-1]))
+    assert not fit.reliable and "drift from" in fit.reason and "as h decreases" in fit.reason
+    assert f"{pairs[0]:.2f}" in fit.reason and f"{pairs[-1]:.2f}" in fit.reason
+    # Pure scatter: the reason names the scatter, not a drift.
+    h = np.geomspace(1e-2, 1.0, 10)
+    noisy = fit_order(h, h**2 * np.exp(0.5 * np.random.default_rng(0).standard_normal(10)))
+    assert not noisy.reliable and "drift" not in noisy.reason
+
+
+def test_analysis_reexports_the_library_fit():
+    assert analysis.order.fit_order is fit_order and analysis.order.OrderFit is OrderFit

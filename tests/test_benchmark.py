@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analysis.benchmark import (OVERHEAD_METHODS, TOLERANCE_LADDER, BenchmarkResult, build_parser, config_for, main,
-                                naive_eps, random_mixture)
+                                naive_eps, protection_times, random_mixture)
 from analysis.results import load_result
 from expsolver import VPDiscrete, VPLinear
 
@@ -38,7 +38,7 @@ def test_quick_run_prints_every_table(quick_run):
 def test_json_round_trip_and_structure(quick_run):
     result, _, out = quick_run
     payload = json.loads(out.read_text())
-    assert payload["format"] == "expsolver-result/1" and payload["data"]["__type__"] == "BenchmarkResult"
+    assert payload["format"] == "expsolver-result/2" and payload["data"]["__type__"] == "BenchmarkResult"
     loaded = load_result(str(out))
     assert isinstance(loaded, BenchmarkResult)
     assert loaded.config == result.config and loaded.machine == result.machine
@@ -56,6 +56,26 @@ def test_overhead_rows_cover_the_grid(quick_run):
         assert (row.d, row.K) == (16, 4)
         assert len(row.sample_times) == len(row.oracle_times) == cfg.repeats
         assert row.sample_s > 0 and row.oracle_s > 0 and math.isclose(row.ratio, row.sample_s / row.oracle_s)
+        assert len(row.protection_times) == len(row.copy_times) == cfg.repeats
+        assert row.protection_s > 0 and math.isclose(row.protection_ratio, row.protection_s / row.oracle_s)
+        assert row.copy_s > 0 and math.isclose(row.copy_ratio, row.copy_s / row.oracle_s)
+
+
+def test_protection_fields_reach_the_json_and_the_table(quick_run):
+    result, printed, out = quick_run
+    rows = json.loads(out.read_text())["data"]["overhead"]
+    assert all(isinstance(r["protection_ratio"], float) and isinstance(r["copy_ratio"], float) for r in rows)
+    assert "| protections | copies |" in printed
+    row = result.overhead[0]
+    assert f"| {100 * row.protection_ratio:.3f} % | {100 * row.copy_ratio:.2f} % |" in printed
+
+
+def test_protection_times_follow_the_samplers_path():
+    """The timed path is the one a well-behaved model takes (no output copied; the first input copied once)."""
+    x = torch.zeros(8, 3, dtype=torch.float64)
+    calls = [(x, None)] + [(torch.ones(8, 3, dtype=torch.float64), None) for _ in range(5)]
+    guard_s, copy_s = protection_times(calls)
+    assert guard_s > 0 and copy_s > 0
 
 
 def test_oracle_rows_agree_with_the_naive_baseline(quick_run):
@@ -84,7 +104,7 @@ def test_reference_rows_and_default_check(quick_run):
 def test_end_to_end_rows(quick_run):
     result, _, _ = quick_run
     names = [r.name for r in result.end_to_end]
-    assert names == ["figures", "test suite (-m 'not slow')"]
+    assert names == ["figures", "test suite (all tests, -n auto)"]
     assert all(r.seconds is None and r.note for r in result.end_to_end)  # skipped / not requested
 
 

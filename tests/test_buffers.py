@@ -84,11 +84,11 @@ def test_recycling_changes_no_value(mixture_2d):
     pooled = sample(model, schedule, x0, steps=30, order=3, skip_type="time_uniform")
     from expsolver.models import ModelWrapper
     from expsolver.problems import DiffusionODE
-    from expsolver.sample import integrate, plan_steps
+    from expsolver import integrate, time_grid
     from expsolver.solvers import DPMSolverMultistep
 
-    plan = plan_steps("multistep", schedule, 30, 3, "time_uniform", 1.0, 1e-3, True, None)
+    grid = time_grid(schedule, "time_uniform", 1.0, 1e-3, 30)
     problem = DiffusionODE(schedule, ModelWrapper(model, schedule), "data")
     with torch.enable_grad():  # pool bypassed: every tensor fresh
-        fresh = integrate(problem, DPMSolverMultistep(3), plan, x0)
+        fresh = integrate(problem, DPMSolverMultistep(3), x0, grid).x
     assert np.array_equal(pooled.x.numpy(), fresh.detach().numpy())

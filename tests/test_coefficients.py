@@ -60,7 +60,7 @@ def test_dpm_solver_1_is_ddim_in_its_original_form():
 
 @pytest.mark.parametrize("r1", [0.5, 0.3])
 def test_dpm_solver_2_noise_form_closed_form(r1):
-    """DPM-Solver-2, Lu et al. 2022a Alg. 1 (the seed's k = 2 formula)."""
+    """DPM-Solver-2, Lu et al. 2022a Alg. 1 (the k = 2 formula)."""
     x = _x()
     a_s, s_s, l_s = _sched(S)
     a_t, s_t, l_t = _sched(T)

@@ -1,4 +1,4 @@
-"""Denoising score matching (seed eqs. (5), (6)): Monte-Carlo losses, the irreducible value, the MLP.
+"""Denoising score matching (Vincent 2011; Ho et al. 2020 eq. (14)): Monte-Carlo losses, the irreducible value, the MLP.
 
 * The exact noise predictor's loss (6) (and the score form (5) of the exact score) equals the irreducible value
   ``d - E ||eps*(x_t, t)||^2`` computed from independent draws ``x_t ~ q_t``: within 3 standard errors of the

@@ -223,8 +223,10 @@ def test_validation(setup):
         optimize_timesteps(model, schedule, pool, steps=4, method="unipc", variant="bh9", **kw)
     with pytest.raises(ValueError, match="steps must be >= order"):
         optimize_timesteps(model, schedule, pool, steps=2, method="multistep", order=3, **kw)
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(TypeError, match="solver protocol"):
         optimize_timesteps(model, schedule, pool, steps=4, solver="unipc", **kw)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        optimize_timesteps(model, schedule, pool, steps=4, rule="unipc", **kw)
     with pytest.raises(ValueError, match="timesteps"):
         optimize_timesteps(model, schedule, pool, steps=4, timesteps=[1.0, 0.5, 1e-3], **kw)
     with pytest.raises(ValueError, match="skip_type"):

@@ -1,8 +1,13 @@
-"""Smoke test of the figure driver: ``python -m paper_figs --quick`` into a temporary folder (Agg backend).
-Runtime ~20-25 s on an idle 2-core machine (the whole quick run)."""
+"""Smoke test of the figure driver: ``python -m paper_figs --quick`` twice at the same time into one temporary
+folder (Agg backend), one run in its own process (``--jobs 1``) and one with two local worker processes
+(``--jobs 2``): both exit cleanly and leave valid, complete files, and every stored task result reads back without
+a warning. Runtime ~30 s on an idle 2-core machine (two quick runs side by side)."""
 
 import json
 import os
+import subprocess
+import sys
+import warnings
 
 import matplotlib
 import pytest
@@ -10,27 +15,45 @@ import pytest
 matplotlib.use("Agg")
 
 from analysis.global_error import dpm_solver_names  # noqa: E402
-from paper_figs.__main__ import FIGURES, main  # noqa: E402
+from analysis.results import DamagedResultWarning, load_result  # noqa: E402
+from paper_figs.__main__ import FIGURES  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("figs")
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("EXPSOLVER_CACHE_DIR")
-    os.environ["EXPSOLVER_CACHE_DIR"] = str(cache)
-    try:
-        summary = main(["--quick", "--out", str(out), "--seed", "0", "--jobs", "1"])
-    finally:
-        if old is None:
-            del os.environ["EXPSOLVER_CACHE_DIR"]
-        else:
-            os.environ["EXPSOLVER_CACHE_DIR"] = old
-    return out, summary
+    env = dict(os.environ, EXPSOLVER_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), MPLBACKEND="Agg",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    runs = [subprocess.Popen([sys.executable, "-m", "paper_figs", "--quick", "--out", str(out), "--seed", "0",
+                              "--jobs", jobs], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for jobs in ("1", "2")]
+    outputs = [run.communicate(timeout=900) for run in runs]
+    with open(out / "summary.json") as fh:
+        summary = json.load(fh)
+    return out, summary, [(run.returncode, stdout, stderr) for run, (stdout, stderr) in zip(runs, outputs)]
+
+
+def test_two_runs_on_one_folder_both_succeed(quick_run):
+    out, _, runs = quick_run
+    for returncode, stdout, stderr in runs:
+        assert returncode == 0, stderr
+        assert "wrote 20 files and summary.json" in stdout
+        assert "Traceback" not in stderr and "Warning" not in stderr, stderr
+    tasks = out / "data" / "tasks"
+    files = sorted(f for f in os.listdir(tasks) if f.endswith(".json"))
+    assert len(files) > 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedResultWarning)
+        for name in files:
+            with open(tasks / name) as fh:
+                key = json.load(fh)["key"]
+            load_result(str(tasks / name), key=key)  # complete, intact, written for its own key
 
 
 def test_every_figure_written_as_pdf_and_png(quick_run):
-    out, summary = quick_run
+    out, summary, _ = quick_run
     for name in FIGURES:
         for ext in ("pdf", "png"):
             path = out / f"{name}.{ext}"
@@ -44,9 +67,7 @@ def test_every_figure_written_as_pdf_and_png(quick_run):
 
 
 def test_summary_json_keys(quick_run):
-    out, _ = quick_run
-    with open(out / "summary.json") as fh:
-        summary = json.load(fh)
+    out, summary, _ = quick_run
     assert summary["mode"] == "quick" and summary["seed"] == 0 and summary["runtime_s"] > 0
     assert set(summary["provenance"]["versions"]) >= {"numpy", "torch", "scipy", "torchdiffeq", "matplotlib"}
     for name in dpm_solver_names():
@@ -70,25 +91,18 @@ def test_summary_json_keys(quick_run):
     assert set(summary["classical"]) == {"rk4", "dopri5", "RK45", "DOP853"}
     agreement = summary["order_agreement"]
     assert agreement["n_fits"] == 2 and agreement["n_agree"] == 2 and agreement["disagreements"] == []
+    seconds = summary["study_seconds"]
+    assert set(seconds) >= {"orders", "local_2d", "order_2d", "order_16d", "wp_2d", "wp_16d", "grids_2d"}
+    assert seconds["order_2d"]["tasks"] == 2 * len(dpm_solver_names())
 
 
-def test_single_figure_script_entry_point(tmp_path):
+def test_single_figure_script_entry_point(tmp_path, monkeypatch):
     from paper_figs import fig7_schedules
 
+    monkeypatch.setenv("EXPSOLVER_CACHE_DIR", str(tmp_path / "cache"))
     info = fig7_schedules.main(["--quick", "--out", str(tmp_path)])
     assert (tmp_path / "fig7_schedules.pdf").exists() and (tmp_path / "fig7_schedules.png").exists()
     assert set(info["schedules"]) and all(v["lam_1e_3"] > 4 for v in info["schedules"].values())
-    with pytest.raises(SystemExit):
-        fig7_schedules.main(["--seed", "-1"])
-
-
-def test_two_process_run(tmp_path, monkeypatch):
-    """``--jobs 2``: the helper process computes the 16-D studies and the order verification and makes figure 8;
-    the summary gathers both processes' work."""
-    monkeypatch.setenv("EXPSOLVER_CACHE_DIR", str(tmp_path / "cache"))
-    summary = main(["--quick", "--out", str(tmp_path / "figs"), "--only", "fig7_schedules", "fig8_sde_strong"])
-    assert summary["files"] == sorted(f"{n}.{e}" for n in ("fig7_schedules", "fig8_sde_strong") for e in ("pdf", "png"))
-    assert all((tmp_path / "figs" / f).stat().st_size > 10_000 for f in summary["files"])
-    assert summary["figures"]["fig8_sde_strong"]["seconds"]["wall_s"] > 0
-    assert {"order_16d (helper process)", "orders (helper process)"} <= set(summary["study_seconds"])
-    assert summary["order_agreement"]["n_agree"] == summary["order_agreement"]["n_fits"] == 2
+    for bad in (["--seed", "-1"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            fig7_schedules.main(bad)

@@ -1,5 +1,6 @@
-"""Tests of expsolver.reference: the references are checked against the closed-form single-Gaussian flow and
-against each other on a mixture before anything else trusts them (DESIGN.md Sec. 1)."""
+"""Tests of expsolver.reference: the references are checked against closed forms (the single-Gaussian flow; the
+linear ODE ``x' = L x`` with a dense non-normal ``L``, whose solution is ``x0 expm(L t)^T``) and against each other
+on a mixture before anything else trusts them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+import scipy.linalg
+
 from expsolver.gmm import GaussianMixture
-from expsolver.models import ModelOutputError
+from expsolver.models import ModelOutputError, ModelWrapper
+from expsolver.problems import DiffusionODE, SemiLinearODE
 from expsolver.reference import (
     FIXED_GRID_METHODS,
     SCIPY_METHODS,
@@ -372,3 +376,77 @@ def test_does_not_build_autograd_graph():
     res = reference_solve(gm.as_model(schedule), schedule, x, 1.0, T_END, rtol=1e-6, atol=1e-6)
     assert not res.x.requires_grad
     assert math.isfinite(res.x.sum().item())
+
+
+# -- any semi-linear problem --------------------------------------------------------------------------------------
+def _upwind(n: int = 24, nu: float = 0.02, a: float = 1.0) -> torch.Tensor:
+    """Upwind advection-diffusion with Dirichlet conditions: non-normal, eigenvalues down to about -70."""
+    dx = 1.0 / (n + 1)
+    L = (np.diag(np.full(n, -2.0 * nu / dx**2 - a / dx)) + np.diag(np.full(n - 1, nu / dx**2), 1)
+         + np.diag(np.full(n - 1, nu / dx**2 + a / dx), -1))
+    return torch.tensor(L)
+
+
+@pytest.mark.parametrize("backend, method", [("scipy", "Radau"), ("scipy", "BDF"), ("torchdiffeq", "dopri8")])
+def test_a_linear_problem_matches_the_matrix_exponential(backend, method):
+    L = _upwind()
+    assert float(torch.linalg.norm(L @ L.T - L.T @ L)) > 1.0  # non-normal
+    problem = SemiLinearODE(L, lambda x, t: torch.zeros_like(x))
+    x0 = torch.randn(3, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    res = reference_solve(problem, x0, 0.0, 0.5, backend=backend, method=method, rtol=1e-12, atol=1e-12,
+                          ts=[0.25, 0.5])
+    exact = [x0 @ torch.from_numpy(scipy.linalg.expm(L.numpy() * t)).T for t in (0.25, 0.5)]
+    assert res.success and res.nfe == problem.nfe > 0
+    assert _max_err(res.x, exact[1]) < 1e-10 and _max_err(res.xs[0], exact[0]) < 1e-10
+    assert 0 < res.error_estimate < 1e-9  # the difference to the solve at rtol = atol = 1e-13
+
+
+def test_backwards_in_time_and_the_jacobians_agree():
+    L = torch.tensor([[-3.0, 1.0], [0.5, -2.0]], dtype=torch.float64)
+    problem = SemiLinearODE(L, lambda x, t: torch.sin(x) * math.cos(t))
+    x1 = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    back = reference_solve(problem, x1, 1.0, 0.0, rtol=1e-12, atol=1e-12, ts=[0.5])
+    forth = reference_solve(problem, back.x, 0.0, 1.0, rtol=1e-12, atol=1e-12)
+    assert _max_err(forth.x, x1) < 1e-9
+    auto = reference_solve(problem, x1, 0.0, 1.0, method="Radau", rtol=1e-12, atol=1e-12, error_estimate=False)
+    fd = reference_solve(problem, x1, 0.0, 1.0, method="Radau", rtol=1e-12, atol=1e-12, jacobian="fd",
+                         error_estimate=False)
+    assert auto.error_estimate is None and _max_err(auto.x, fd.x) < 1e-11
+    with pytest.raises(ValueError, match=r"ts must be strictly decreasing \(from t_start towards t_end\)"):
+        reference_solve(problem, x1, 1.0, 0.0, ts=[0.2, 0.5])
+
+
+def test_a_diffusion_problem_is_the_diffusion_form():
+    schedule = VPLinear()
+    gm = _mixture()
+    x = _x(gm, 8, schedule, 1.0)
+    problem = DiffusionODE(schedule, ModelWrapper(gm.as_model(schedule), schedule), "data")
+    a = reference_solve(problem, x, 1.0, T_END, error_estimate=False)
+    b = reference_solve(gm.as_model(schedule), schedule, x, 1.0, T_END)
+    assert torch.equal(a.x, b.x) and a.nfe == b.nfe and a.variable == "lambda"
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(t_end=0.0), ValueError, ["t_end must differ from t_start"]),
+    (dict(variable="lambda"), ValueError, ["variable must be None or 't'"]),
+    (dict(jacobian="exact"), ValueError, ["jacobian must be one of"]),
+    (dict(error_estimate="yes"), TypeError, ["error_estimate must be True or False"]),
+    (dict(method="LSODA"), ValueError, ["method must be one of", "'BDF'"]),
+    (dict(tolerance=1e-3), TypeError, ["unexpected keyword", "tolerance"]),
+])
+def test_bad_problem_input_raises_naming_the_argument(kwargs, exc, words):
+    problem = SemiLinearODE(-1.0, lambda x, t: x)
+    args = dict(t_start=0.0, t_end=1.0)
+    args.update(kwargs)
+    with pytest.raises(exc) as info:
+        reference_solve(problem, torch.ones(1, 2, dtype=torch.float64), args.pop("t_start"), args.pop("t_end"), **args)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_a_non_differentiable_problem_asks_for_central_differences():
+    problem = SemiLinearODE(-1.0, lambda x, t: torch.from_numpy(np.cos(x.numpy())))
+    x = torch.ones(1, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="jacobian='fd'"):
+        reference_solve(problem, x, 0.0, 1.0, method="Radau")
+    assert reference_solve(problem, x, 0.0, 1.0, method="Radau", jacobian="fd").success

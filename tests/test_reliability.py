@@ -30,11 +30,13 @@ import pytest
 import torch
 
 import expsolver
+from expsolver.solvers import solver_from_options
 from expsolver import GaussianMixture, VPCosine, VPDiscrete, VPLinear, reference_solve, sample, time_grid
 
 from conftest import make_mixture_2d
 
-SAMPLE_MODULE = importlib.import_module("expsolver.sample")  # the module, not the function
+DRIVER_MODULE = importlib.import_module("expsolver.driver")
+SAMPLING_MODULE = importlib.import_module("expsolver.sampling")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIXTURE = make_mixture_2d()
 LIN = VPLinear()
@@ -105,7 +107,7 @@ def test_default_dtype_does_not_change_float64_results():
             assert torch.equal(a[key], b[key]), key
 
 
-FLOAT32_FLOOR = 3e-6  # median per-sample L2 error; measured plateau 5e-7 .. 1.4e-6 for |x| ~ 1 (see README)
+FLOAT32_FLOOR = 3e-6  # median per-sample L2 error; measured plateau 5e-7 .. 1.4e-6 for |x| ~ 1 (see docs/reliability.md)
 PRECISION_NFES = (10, 20, 40, 80, 160, 320, 640)
 PRECISION_RUNS = [dict(method="multistep", order=2), dict(method="multistep", order=3),
                   dict(method="singlestep", order=3), dict(method="multistep", order=3, algorithm_type="dpmsolver")]
@@ -182,17 +184,17 @@ LOOP_RUNS = [dict(method="multistep", order=3), dict(method="singlestep", order=
 @pytest.mark.parametrize("check_finite", [False, True])
 @pytest.mark.parametrize("run", LOOP_RUNS, ids=lambda r: f"{r['method']}{r['order']}{r.get('algorithm_type', '')}")
 def test_the_sampling_loop_reads_nothing_back_to_the_host(run, check_finite, monkeypatch):
-    """Inside the fixed-grid loop (``SAMPLE_MODULE.integrate``) no tensor is read back to the host with
+    """Inside the fixed-grid loop (:func:`expsolver.integrate`) no tensor is read back to the host with
     ``check_finite=False``; with the default ``check_finite=True`` exactly one scalar per model call (the model
     output check) and one per step (the state check). Each is a single reduction, not a copy of the state."""
     log = []
-    original = SAMPLE_MODULE.integrate
+    original = SAMPLING_MODULE.integrate
 
     def spied(*args, **kwargs):
         with count_host_reads(log):
             return original(*args, **kwargs)
 
-    monkeypatch.setattr(SAMPLE_MODULE, "integrate", spied)
+    monkeypatch.setattr(SAMPLING_MODULE, "integrate", spied)
     options = dict(run)
     if "algorithm_type" in run:
         options["generator"] = torch.Generator().manual_seed(0)
@@ -206,13 +208,13 @@ def test_adaptive_loop_reads_one_scalar_per_attempt(monkeypatch):
     """The adaptive solver needs its error norm on the host to accept or reject a step: one scalar per attempt,
     plus the finite checks."""
     log = []
-    original = SAMPLE_MODULE._integrate_adaptive
+    original = DRIVER_MODULE._integrate_adaptive
 
     def spied(*args, **kwargs):
         with count_host_reads(log):
             return original(*args, **kwargs)
 
-    monkeypatch.setattr(SAMPLE_MODULE, "_integrate_adaptive", spied)
+    monkeypatch.setattr(DRIVER_MODULE, "_integrate_adaptive", spied)
     result = sample(sync_free_model, LIN, _x(5), method="adaptive", order=3, check_finite=False)
     attempts = len(result.timesteps) - 1 + result.n_rejected
     assert len(log) == attempts and all(shape == () for _, shape in log)
@@ -242,18 +244,17 @@ def test_cuda_loop_does_not_synchronise():
     x = _x(64).cuda()
     torch.cuda.synchronize()
     for run in LOOP_RUNS[:-1]:
-        plan = SAMPLE_MODULE.plan_steps("multistep" if run["method"] in ("multistep", "unipc", "deis")
-                                           else run["method"], LIN, 12, run["order"], "time_uniform", 1.0, 1e-3,
-                                           True, None)
-        rule = SAMPLE_MODULE._make_rule(run["method"], run["order"], "dpmsolver", None,
-                                           "bh1" if run["method"] == "unipc" else None,
-                                           True if run["method"] == "unipc" else None)
+        rule, _ = solver_from_options(run["method"], run["order"], skip_type="time_uniform",
+                                      variant="bh1" if run["method"] == "unipc" else None,
+                                      use_corrector=True if run["method"] == "unipc" else None)
         problem = expsolver.DiffusionODE(LIN, expsolver.ModelWrapper(sync_free_model, LIN, check_finite=False),
                                          "data")
+        n = 12 // run["order"] if run["method"] == "singlestep_fixed" else 12
+        plan = rule.plan(expsolver.time_grid(LIN, "time_uniform", 1.0, 1e-3, n), problem)
         torch.cuda.set_sync_debug_mode("error")
         try:
             with torch.no_grad():
-                y = expsolver.integrate(problem, rule, plan, x, check_finite=False)
+                y = expsolver.integrate(problem, rule, x, plan, check_finite=False).x
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert y.device.type == "cuda"

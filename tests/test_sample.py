@@ -8,7 +8,10 @@ import torch
 
 from expsolver import VPDiscrete, VPLinear, sample
 from expsolver.models import ModelOutputError
-from expsolver.sample import NonFiniteStateError, plan_steps
+from expsolver.models import ModelWrapper
+from expsolver.problems import DiffusionODE
+from expsolver.sampling import NonFiniteStateError, sampling_grid
+from expsolver.solvers import solver_from_options
 
 from conftest import make_mixture_2d
 
@@ -53,19 +56,25 @@ def test_nfe_equals_model_calls(case, algorithm_type, denoise_to_zero):
     assert result.timesteps[0] == 1.0 and result.timesteps[-1] == pytest.approx(1e-3, rel=1e-9)
 
 
+def _plan(method, steps, order, compat=None):
+    solver, _ = solver_from_options(method, order, compat=compat, skip_type="logSNR")
+    problem = DiffusionODE(SCHEDULE, ModelWrapper(MIXTURE.as_model(SCHEDULE), SCHEDULE))
+    return solver.plan(sampling_grid(SCHEDULE, "logSNR", 1.0, 1e-3, steps, compat), problem)
+
+
 def test_multistep_orders_warm_up_and_lower_order_final():
-    plan = plan_steps("multistep", SCHEDULE, 12, 3, "logSNR", 1.0, 1e-3, True, None)
+    plan = _plan("multistep", 12, 3)
     assert [st.order for st in plan] == [1, 2] + [3] * 8 + [2, 1]
-    official = plan_steps("multistep", SCHEDULE, 12, 3, "logSNR", 1.0, 1e-3, True, "official")
+    official = _plan("multistep", 12, 3, "official")
     assert [st.order for st in official] == [1, 2] + [3] * 10  # official: only below 10 steps
-    official_small = plan_steps("multistep", SCHEDULE, 8, 3, "logSNR", 1.0, 1e-3, True, "official")
+    official_small = _plan("multistep", 8, 3, "official")
     assert [st.order for st in official_small] == [1, 2, 3, 3, 3, 3, 2, 1]
 
 
 def test_singlestep_fast_allocation_spends_the_budget():
     for steps in range(1, 20):
         for order in (1, 2, 3):
-            plan = plan_steps("singlestep", SCHEDULE, steps, order, "logSNR", 1.0, 1e-3, True, None)
+            plan = _plan("singlestep", steps, order)
             assert sum(st.order for st in plan) == steps
 
 

@@ -1,4 +1,4 @@
-"""Noise schedules: round trips, identities, derivatives, the seed's formulas and the discrete interpolant."""
+"""Noise schedules: round trips, identities, derivatives, the closed-form formulas and the discrete interpolant."""
 
 import math
 

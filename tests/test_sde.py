@@ -91,7 +91,7 @@ def _two_steps(sched, mix, algorithm_type, solver_type, ts, z):
 @pytest.mark.parametrize("algorithm_type", ["sde-dpmsolver++", "sde-dpmsolver"])
 @pytest.mark.parametrize("solver_type", ["dpmsolver", "taylor"])
 def test_steps_match_closed_forms(sched, mix, algorithm_type, solver_type):
-    """First step (order 1) against the seed's last formula / the noise-form formula; second step (2M) against the
+    """First step (order 1) against the SDE-DPM-Solver++1 formula / the noise-form formula; second step (2M) against the
     diffusers formulas (midpoint = "dpmsolver", heun = "taylor"), written out here independently."""
     ts = np.array([0.9, 0.6, 0.35])
     z = torch.randn(3, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)

@@ -27,7 +27,8 @@ from expsolver import GaussianMixture, VPCosine, VPDiscrete, VPLinear, sample
 from expsolver.grids import SKIP_TYPES
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE
-from expsolver.sample import plan_steps
+from expsolver.sampling import sampling_grid
+from expsolver.solvers import solver_from_options
 
 SCHEDULES = {
     "linear": VPLinear(),
@@ -207,7 +208,9 @@ def test_plans_are_strictly_monotone_with_finite_coefficients(scenario, coeffici
             if method != "singlestep" and nfe < order:
                 continue
             skip_type = SKIP_TYPES[(nfe + order) % len(SKIP_TYPES)]
-            plan = plan_steps(method, schedule, nfe, order, skip_type, t_start, t_end, True, None)
+            solver, _ = solver_from_options(method, order, skip_type=skip_type)
+            n = nfe // order if method == "singlestep_fixed" else nfe
+            plan = solver.plan(sampling_grid(schedule, skip_type, t_start, t_end, n), problem)
             context = (method, order, nfe, skip_type)
             _check_plan(schedule, plan, problem, context)
             if nfe % 7 == 0:

@@ -234,8 +234,9 @@ def test_registry_entries():
         config = REGISTRY[name]
         p, corrector = config.options["order"], config.options["use_corrector"]
         assert config.order == p + (1 if corrector else 0)
-        rule = config.make_rule()
-        assert isinstance(rule, UniPC) and rule.order == p and rule.use_corrector is corrector
+        rule = config.make()
+        assert isinstance(rule, UniPC) and rule.predictor_order == p and rule.use_corrector is corrector
+        assert rule.order == config.order
 
 
 def test_generic_semilinear_problem():
@@ -243,10 +244,10 @@ def test_generic_semilinear_problem():
     problem = BernoulliETDProblem(torch.tensor([-1.0, -6.0], dtype=torch.float64), c=1.0)
     x0 = torch.tensor([[0.4, 0.3]], dtype=torch.float64)
     rule = UniPC(2, "bh2", True)
-    from expsolver.sample import integrate
+    from expsolver import integrate
     ts = np.linspace(0.0, 1.0, 41)
     plan = [Step(i, float(ts[i]), float(ts[i + 1]), min(2, i + 1)) for i in range(40)]
-    x = integrate(problem, rule, plan, x0)
+    x = integrate(problem, rule, x0, plan).x
     assert torch.allclose(x, problem.exact(x0, 0.0, 1.0), rtol=0, atol=1e-4)
 
 

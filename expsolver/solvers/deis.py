@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from .._validation import check_int
-from ..phi import phis
+from ..phi_functions import phis
 from ..problems import combine
-from .base import MultistepRule, Step
+from .base import MultistepSolver, Step
 
 __all__ = ["DEISMultistep", "deis_weights", "DEIS_QUADRATURE_NODES", "DEIS_MAX_ORDER"]
 
@@ -90,7 +90,7 @@ def deis_weights(problem, s: float, c, taus, n_nodes: int = DEIS_QUADRATURE_NODE
     return [torch.tensordot(coefs[j], kernels, dims=1).to(z.dtype) for j in range(len(taus))]
 
 
-class DEISMultistep(MultistepRule):
+class DEISMultistep(MultistepSolver):
     """DEIS tAB-(order-1): exponential multistep with Lagrange interpolation in the problem's time (see module).
 
     Parameters
@@ -99,11 +99,15 @@ class DEISMultistep(MultistepRule):
         Number of interpolation values ``k`` (1 to :data:`DEIS_MAX_ORDER`); global order ``k``.
     n_nodes : int
         Gauss-Legendre nodes per step for the weights (1).
+    lower_order_final, lower_order_final_below
+        See :class:`~expsolver.solvers.base.MultistepSolver`.
     """
 
-    def __init__(self, order: int, n_nodes: int = DEIS_QUADRATURE_NODES):
+    def __init__(self, order: int = 2, n_nodes: int = DEIS_QUADRATURE_NODES, *, lower_order_final: bool = True,
+                 lower_order_final_below: int | None = None):
         self.order = check_int(order, "order", minimum=1, maximum=DEIS_MAX_ORDER)
         self.n_nodes = check_int(n_nodes, "n_nodes", minimum=1)
+        self._set_final(lower_order_final, lower_order_final_below)
         self.name = f"DEIS tAB{order - 1}"
 
     def update(self, problem, x, step: Step, history):

@@ -3,7 +3,7 @@ Euler-Maruyama and the DDPM ancestral step.
 
 The reverse SDE and its variation-of-constants form
 ---------------------------------------------------
-The reverse SDE (seed eq. (7); Song et al. 2021 eq. (6)), integrated from ``t_start`` down to ``t_end``, is
+The reverse SDE (Song et al. 2021 eq. (6)), integrated from ``t_start`` down to ``t_end``, is
 
     dx = [f(t) x + g^2(t)/sigma_t eps_theta(x, t)] dt + g(t) dw_bar,     f = dlog alpha/dt, g^2 = -2 sigma^2 dlam/dt.
 
@@ -70,14 +70,14 @@ with every scheme; the tests assert them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .._validation import check_choice, check_int
 from ..brownian import GeneratorNoise, NoiseSource
 from ..problems import DiffusionODE, StepCoefficients
-from .base import Step, StepRule
+from .base import MultistepSolver, Solver, Step
 from .dpm_solver import SOLVER_TYPES, DPMSolverMultistep
 
 __all__ = ["ReverseDiffusionSDE", "SDEDPMSolverMultistep", "EulerMaruyama", "DDPMAncestral", "SDESolverConfig",
@@ -91,7 +91,7 @@ SDE_MAX_ORDER = 2
 
 
 class ReverseDiffusionSDE(DiffusionODE):
-    """The reverse diffusion SDE (seed eq. (7)) in ``rho = lam``: drift part in semi-linear form plus exact noise.
+    """The reverse diffusion SDE (Song et al. 2021 eq. (6)) in ``rho = lam``: drift part in semi-linear form plus exact noise.
 
     Same ``rho``, ``nonlinear`` (``eps`` or ``x0``) and cached ``point`` as :class:`~expsolver.DiffusionODE`; the
     step numbers differ (module docstring):
@@ -161,7 +161,7 @@ def _check_noise(noise) -> NoiseSource:
     return noise
 
 
-class SDEDPMSolverMultistep(StepRule):
+class SDEDPMSolverMultistep(MultistepSolver):
     """SDE-DPM-Solver++(kM) / SDE-DPM-Solver-kM, k = 1, 2: multistep exponential integrators of the reverse SDE.
 
     ``x_t = [deterministic multistep update of ReverseDiffusionSDE] + noise_std(s, t) z`` with ``z`` from the noise
@@ -174,40 +174,42 @@ class SDEDPMSolverMultistep(StepRule):
     solver_type : {"dpmsolver", "taylor"}
         Weight of the first difference (diffusers "midpoint" / "heun").
     noise : NoiseSource, optional
-        Where the standard normals come from (default: torch's global generator).
+        Where the standard normals come from (:class:`~expsolver.brownian.GeneratorNoise`,
+        :class:`~expsolver.brownian.TensorNoise`, :class:`~expsolver.BrownianPath`; default: torch's global
+        generator).
+    lower_order_final, lower_order_final_below
+        See :class:`~expsolver.solvers.base.MultistepSolver`.
     """
 
-    def __init__(self, order: int, solver_type: str = "dpmsolver", noise: NoiseSource | None = None):
+    stochastic = True
+
+    def __init__(self, order: int = 2, solver_type: str = "dpmsolver", noise: NoiseSource | None = None, *,
+                 lower_order_final: bool = True, lower_order_final_below: int | None = None):
         self.order = check_int(order, "order", minimum=1, maximum=SDE_MAX_ORDER)
         self.solver_type = check_choice(solver_type, "solver_type", SOLVER_TYPES)
         self.noise = _check_noise(noise)
+        self._set_final(lower_order_final, lower_order_final_below)
         self._drift = DPMSolverMultistep(self.order, self.solver_type, "corrected")
         self.name = f"SDE-DPM-Solver multistep-{order} ({solver_type})"
-
-    def nfe(self, order: int) -> int:
-        return 1
 
     def init(self, problem, x):
         _check_problem(problem, self)
         return []  # history of (lam, prediction), most recent last
 
-    def step(self, problem, x, step: Step, state):
-        lam_s = problem.rho(step.s)
-        state.append((lam_s, problem.nonlinear(x, step.s)))
-        del state[: max(0, len(state) - self.order)]
-        mean = self._drift.update(problem, x, step, state)
-        z = self.noise.normal(step.index, "lam", lam_s, problem.rho(step.t), problem.noise_rate, x)
+    def update(self, problem, x, step: Step, history):
+        """The deterministic multistep update of the reverse SDE plus its exactly sampled noise."""
+        mean = self._drift.update(problem, x, step, history)
+        z = self.noise.normal(step.index, "lam", history[-1][0], problem.rho(step.t), problem.noise_rate, x)
         return mean + problem.noise_std(step.s, step.t) * z
 
 
-class _OneStepSDERule(StepRule):
+class _OneStepSDERule(Solver):
     """A one-NFE stochastic step rule of the reverse SDE: takes its noise source, checks its problem."""
+
+    stochastic = True
 
     def __init__(self, noise: NoiseSource | None = None):
         self.noise = _check_noise(noise)
-
-    def nfe(self, order: int) -> int:
-        return 1
 
     def init(self, problem, x):
         _check_problem(problem, self)
@@ -274,8 +276,6 @@ class SDESolverConfig:
         Variable its noise integral is taken in (a coupled :class:`~expsolver.brownian.BrownianPath` must use it).
     noise_rate : float
         Kernel rate of its noise integral.
-    make_rule : callable
-        ``make_rule(noise) -> StepRule``.
     prediction : {"data", "noise"}
         Prediction of the :class:`ReverseDiffusionSDE` it runs on.
     note : str
@@ -288,9 +288,17 @@ class SDESolverConfig:
     weak_order: float
     noise_variable: str
     noise_rate: float
-    make_rule: object = field(repr=False)
     prediction: str = "data"
     note: str = ""
+
+    def make(self, noise: NoiseSource | None = None):
+        """A new solver object of this configuration with the given noise source, built from :attr:`options` by
+        the translation :func:`expsolver.sample` and :func:`expsolver.reverse_sde_sample` use."""
+        from .options import SDE_SCHEMES, solver_from_options  # the options module imports this one
+
+        if self.entry == "reverse_sde_sample":
+            return SDE_SCHEMES[self.options["scheme"]](noise)
+        return solver_from_options(**self.options, noise=noise)[0]
 
 
 SDE_REGISTRY: dict[str, SDESolverConfig] = {}
@@ -314,18 +322,17 @@ def _register_sde_solvers():
                 options=dict(algorithm_type=algorithm_type, method="multistep", order=order, solver_type=solver_type,
                              lower_order_final=False),
                 strong_order=1.0, weak_order=float(order), noise_variable="lam", noise_rate=rate,
-                make_rule=lambda noise, k=order, st=solver_type: SDEDPMSolverMultistep(k, st, noise),
                 prediction=prediction,
-                note="the last formula of the seed notes" if (order == 1 and prediction == "data") else ""))
+                note="SDE-DPM-Solver++1 (Lu et al. 2022b)" if (order == 1 and prediction == "data") else ""))
     _register(SDESolverConfig(
         name="Euler-Maruyama", entry="reverse_sde_sample", options=dict(scheme="euler_maruyama"),
         strong_order=1.0, weak_order=1.0, noise_variable="t", noise_rate=0.0,
-        make_rule=lambda noise: EulerMaruyama(noise), prediction="noise",
-        note="seed eq. (7) discretised in t (the slow DDPM-style baseline)"))
+        prediction="noise",
+        note="the reverse SDE (Song et al. 2021 eq. (6)) discretised in t (the slow DDPM-style baseline)"))
     _register(SDESolverConfig(
         name="DDPM-ancestral", entry="reverse_sde_sample", options=dict(scheme="ddpm_ancestral"),
         strong_order=1.0, weak_order=1.0, noise_variable="lam", noise_rate=-1.0,
-        make_rule=lambda noise: DDPMAncestral(noise), prediction="noise",
+        prediction="noise",
         note="identical to SDE-DPM-Solver++1"))
 
 

@@ -37,7 +37,7 @@ order, which is all the order of those steps needs.
   (``r = 1``), ``K = p``; it recomputes ``x_t`` from ``x_s``. ``N_t`` is also the next step's ``N_0``, so the
   corrector costs no model call: NFE = steps. Local error ``O(h^{p+2})``: the pair is of global order ``p + 1``.
 
-As a :class:`StepRule` each step evaluates the model once, at its start: that value first corrects the previous
+As a :class:`~expsolver.solvers.base.Solver` each step evaluates the model once, at its start: that value first corrects the previous
 step (whose predicted state the driver passed in) and then serves the predictor. There is no corrector after the
 last step (nothing evaluates the model there), so the final state is a predictor output, as in the paper and the
 official code. States the driver records at interior grid points (``return_intermediates``) are therefore the
@@ -53,7 +53,7 @@ import torch
 
 from .._validation import check_bool, check_choice, check_int
 from ..problems import combine
-from .base import Step, StepRule
+from .base import MultistepSolver, Step
 
 __all__ = ["UNIPC_VARIANTS", "UniPC", "unipc_terms", "UNIPC_MAX_ORDER"]
 
@@ -127,18 +127,20 @@ class _History(list):
     pending = None
 
 
-class UniPC(StepRule):
+class UniPC(MultistepSolver):
     """Multistep UniP-p predictor with the UniC-p corrector (Zhao et al. 2023, Sec. 3), one NFE per step.
 
     Parameters
     ----------
     order : int
-        Predictor order ``p`` (1 to :data:`UNIPC_MAX_ORDER`). Declared global order: ``p`` for UniP-p alone,
-        ``p + 1`` with the corrector.
+        Predictor order ``p`` (1 to :data:`UNIPC_MAX_ORDER`), kept as :attr:`predictor_order` (the order of the
+        plan's steps). The declared global order :attr:`order` is ``p`` for UniP-p alone, ``p + 1`` with the corrector.
     variant : {"bh1", "bh2"}
         ``B(h) = h`` or ``B(h) = e^h - 1`` (see the module docstring: only the one-unknown updates depend on it).
     use_corrector : bool
         Apply UniC after every step but the last.
+    lower_order_final, lower_order_final_below
+        See :class:`~expsolver.solvers.base.MultistepSolver`.
 
     Notes
     -----
@@ -147,14 +149,18 @@ class UniPC(StepRule):
     predictor, then, with ``use_corrector``, one model call at the predicted state and the corrector.
     """
 
-    def __init__(self, order: int, variant: str = "bh1", use_corrector: bool = True):
-        self.order = check_int(order, "order", minimum=1, maximum=UNIPC_MAX_ORDER)
+    def __init__(self, order: int = 2, variant: str = "bh1", use_corrector: bool = True, *,
+                 lower_order_final: bool = True, lower_order_final_below: int | None = None):
+        self.predictor_order = check_int(order, "order", minimum=1, maximum=UNIPC_MAX_ORDER)
         self.variant = check_choice(variant, "variant", UNIPC_VARIANTS)
         self.use_corrector = check_bool(use_corrector, "use_corrector")
+        self.order = self.predictor_order + 1 if self.use_corrector else self.predictor_order
+        self._set_final(lower_order_final, lower_order_final_below)
         self.name = f"UniP-{order}" + (" + UniC" if use_corrector else "") + f" ({variant})"
 
-    def nfe(self, order: int) -> int:
-        return 1
+    @property
+    def steps_order(self) -> int:
+        return self.predictor_order
 
     def init(self, problem, x):
         return _History()
@@ -182,7 +188,7 @@ class UniPC(StepRule):
         rks = [(rho - rho_0) / c.h for rho, _ in past]
         return c, n_0, rks, [n for _, n in past]
 
-    # -- StepRule interface ------------------------------------------------------------------------------------
+    # -- Solver interface ---------------------------------------------------------------------------------------
     def step(self, problem, x, step: Step, state):
         history = state
         n_s = problem.nonlinear(x, step.s)
@@ -191,7 +197,7 @@ class UniPC(StepRule):
             x_prev, prev_step, prev_recent = pending
             x = self.correct(problem, x_prev, prev_step, prev_recent, n_s)
         history.append((problem.rho(step.s), n_s))
-        del history[: max(0, len(history) - self.order)]
+        del history[: max(0, len(history) - self.steps_order)]
         x_pred = self.predict(problem, x, step, history)
         history.pending = (x, step, list(history[-step.order:])) if self.use_corrector else None
         return x_pred
