@@ -49,7 +49,7 @@ import torch
 from expsolver import REGISTRY, sample, time_grid
 from expsolver.models import ModelWrapper
 from expsolver.problems import DiffusionODE, SemiLinearProblem, StepCoefficients
-from expsolver.sample import PREDICTION_OF, plan_steps
+from expsolver.sampling import PREDICTION_OF
 from expsolver.solvers import Step
 
 from .grid_orders import run_from_exact_values, update_page
@@ -137,8 +137,8 @@ def step_contributions(target_name: str, algorithm_type: str, rule: str, n_steps
         if i == n_steps:
             return xs[n_steps]
         problem = DiffusionODE(schedule, ModelWrapper(model, schedule), PREDICTION_OF[algorithm_type])
-        plan = plan_steps("multistep", schedule, None, 3, None, None, None, False, None, timesteps=ts[i - 2:])
-        return run_from_exact_values(problem, config.make_rule(), plan, xs[i - 2:i + 1], 2)
+        plan = config.make().plan(ts[i - 2:])
+        return run_from_exact_values(problem, config.make(), plan, xs[i - 2:i + 1], 2)
 
     n = n_steps
     breaks = [2, n // 2, 3 * n // 4, 7 * n // 8, n - 32, n - 16, n - 8, n - 4, n - 3, n - 2, n - 1, n]
@@ -181,7 +181,7 @@ def model_defects(lams, rate: float, z: float, last: int = 3) -> list:
     final steps ``lams[i] -> lams[i+1]``: ``sum_j w_j N(lam_j) - int_0^h e^{z (h - u)} N(lam_i + u) du``, with
     the history at the grid's nodes and at equally spaced nodes ``lam_i - h, lam_i - 2 h`` (same ``h``)."""
     lams = np.asarray(lams, dtype=np.float64)
-    rules = {name: REGISTRY[reg].make_rule() for name, reg in RULES.items()}
+    rules = {name: REGISTRY[reg].make() for name, reg in RULES.items()}
     rows = []
     for i in range(len(lams) - 1 - last, len(lams) - 1):
         h = float(lams[i + 1] - lams[i])
@@ -204,7 +204,7 @@ def parasitic_roots(lams) -> dict:
     lams = np.asarray(lams, dtype=np.float64)
     out = {}
     for name, reg in RULES.items():
-        rule = REGISTRY[reg].make_rule()
+        rule = REGISTRY[reg].make()
         largest = []
         for i in range(2, len(lams) - 1):
             w = _weights(rule, lams, i, -1.0)

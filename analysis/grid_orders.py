@@ -20,7 +20,7 @@ fixed interpolant), a method of order ``p`` has a global error ``C_L N^{-p}`` on
 * **Path**: from the reference state at the first point of the path to ``t = 1e-3``. A multistep rule starts
   from exact values at its first ``order - 1`` points (its history filled by its own steps from the reference
   states, as in :mod:`analysis.verification`), ``lower_order_final`` off; a singlestep rule takes the plan of
-  :func:`expsolver.sample.plan_steps` (for the standard grids, intermediate points from the inner grid of the
+  :meth:`expsolver.Solver.plan` (for the standard grids, intermediate points from the inner grid of the
   same type, as ``sample`` does; for ``optimized``, the rule's default ``r``). The path starts at ``t = 1``
   except on ``time_uniform`` (:data:`PATH_START`): there it starts at the first grid point with ``t <= 0.01``,
   because that grid is pre-asymptotic until ``N`` is in the thousands (its last lambda step is
@@ -51,7 +51,8 @@ import numpy as np
 import torch
 
 from expsolver import REGISTRY, SKIP_TYPES, check_grid, integrate, time_grid
-from expsolver.sample import plan_steps
+from expsolver.sampling import sampling_grid
+from expsolver.solvers import solver_from_options
 
 from .order import fit_order
 from .results import atomic_write_bytes, provenance, result_type
@@ -293,12 +294,14 @@ def _path_plan(vp: VerificationProblem, config, grid: str, n: int, ts: np.ndarra
     """The steps of the measured path: the grid from point ``first`` on (module docstring)."""
     k = config.options["order"]
     if config.kind == "multistep":
-        return plan_steps("multistep", vp.schedule, None, k, None, None, None, False, None, timesteps=ts[first:])
+        return config.make().plan(ts[first:])
     if grid not in SKIP_TYPES:
-        return plan_steps("singlestep_fixed", vp.schedule, None, k, None, None, None, False, None, timesteps=ts)[first:]
+        return config.make().plan(ts)[first:]
     # Only the path's steps are planned (the inner grids of a long plan are costly). A path that starts late is
     # one of time_uniform's: its last n - first steps are the (n - first)-step time_uniform grid from ts[first].
-    plan = plan_steps("singlestep_fixed", vp.schedule, k * (n - first), k, grid, float(ts[first]), T_END, False, None)
+    solver, _ = solver_from_options("singlestep_fixed", k, config.options.get("solver_type", "dpmsolver"),
+                                    skip_type=grid)
+    plan = solver.plan(sampling_grid(vp.schedule, grid, float(ts[first]), T_END, n - first), vp.problem("dpmsolver++"))
     if not np.allclose([st.s for st in plan], ts[first:-1], rtol=1e-12, atol=0.0):
         raise ValueError(f"the {grid} grid from t={ts[first]!r} is not the end of the {n}-step {grid} grid; a path "
                          f"start (PATH_START) needs a grid family whose sub-grids are members")
@@ -311,7 +314,7 @@ def _run_path(vp: VerificationProblem, config, algorithm_type: str, plan: list):
     n_exact = config.options["order"] - 1 if config.kind == "multistep" else 0
     ts = [plan[0].s] + [st.t for st in plan[:3]]  # one key per path for every solver: one reference solve
     problem = vp.problem(algorithm_type)
-    return run_from_exact_values(problem, config.make_rule(), plan, vp.start_states(ts), n_exact), problem.nfe
+    return run_from_exact_values(problem, config.make(), plan, vp.start_states(ts), n_exact), problem.nfe
 
 
 def run_from_exact_values(problem, rule, plan: list, exact: list, n_exact: int) -> torch.Tensor:
@@ -321,7 +324,7 @@ def run_from_exact_values(problem, rule, plan: list, exact: list, n_exact: int) 
     state = rule.init(problem, exact[0])
     for i in range(n_exact):
         rule.step(problem, exact[i], plan[i], state)
-    return integrate(problem, rule, plan[n_exact:], exact[n_exact], state=state)
+    return integrate(problem, rule, exact[n_exact], plan[n_exact:], state=state).x
 
 
 def measure_grid_order(vp: VerificationProblem, name: str, algorithm_type: str, grid: str,

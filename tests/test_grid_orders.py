@@ -106,7 +106,7 @@ def test_corrected_weights_integrate_quadratics_exactly_on_the_final_steps(n, z)
     """The corrected rule's variable-step weights are the exact integral of the interpolating quadratic on the
     very uneven final steps of a time-uniform grid; the official ones are exact for lines only."""
     lams = _final_lams(n)
-    rules = {name: REGISTRY[reg].make_rule() for name, reg in final_steps.RULES.items()}
+    rules = {name: REGISTRY[reg].make() for name, reg in final_steps.RULES.items()}
     for i in range(n - 3, n):
         h = lams[i + 1] - lams[i]
         integrals = StepCoefficients(h, 0.0, 1.0, z).integrals(3)  # int_0^h e^{z (h-u)} u^j / j! du
