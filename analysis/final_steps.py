@@ -164,6 +164,16 @@ class _Quadrature(SemiLinearProblem):
     def rho(self, t):
         return t
 
+    def t_of_rho(self, rho):
+        return rho
+
+    def nonlinear(self, x, t):
+        raise TypeError("the quadrature problem has no nonlinear term: a rule's update is given its history")
+
+    @property
+    def nfe(self) -> int:
+        return 0
+
     def coefficients(self, s, t):
         return StepCoefficients(t - s, self.linear(t - s), 1.0, self.z)
 
