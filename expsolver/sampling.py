@@ -16,7 +16,7 @@ import torch
 from ._validation import (check_bool, check_choice, check_int, check_positive_float, check_state,
                           reject_unknown_kwargs)
 from .brownian import noise_source
-from .driver import NonFiniteStateError, _as_plan, check_solver, integrate
+from .driver import NonFiniteStateError, Solution, _as_plan, check_solver, integrate
 from .stepsize import AdaptiveController
 from .grids import SKIP_TYPES, check_model_timesteps, explicit_grid, time_grid
 from .models import MODEL_TYPES, TIME_INPUTS, ModelWrapper
@@ -47,35 +47,19 @@ _SOLVER_OPTIONS = ("method", "order", "solver_type", "variant", "use_corrector",
 
 
 @dataclass
-class SampleResult:
-    """Result of :func:`sample`.
+class SampleResult(Solution):
+    """Result of :func:`sample`: the driver's :class:`~expsolver.driver.Solution` (``x``, ``nfe``, ``timesteps``,
+    ``orders``, ``intermediates``, ``n_rejected``; ``nfe`` here also counts the ``denoise_to_zero`` call and
+    ``intermediates`` ends with its output) and what was resolved.
 
     Attributes
     ----------
-    x : torch.Tensor
-        Final state, shape ``(batch, *dims)``.
-    nfe : int
-        Model calls actually made (rejected adaptive steps and ``denoise_to_zero`` included).
-    timesteps : numpy.ndarray
-        The outer time grid actually used (float64), from ``t_start`` to ``t_end``.
-    orders : list of int
-        The order of every step.
-    intermediates : list of torch.Tensor or None
-        States at every grid time (``return_intermediates=True``), the initial state first.
-    n_rejected : int
-        Rejected steps (adaptive only).
     options : dict
         The resolved options.
     solver : Solver
         The solver object that ran (built from the options, or the ``solver=`` given).
     """
 
-    x: torch.Tensor
-    nfe: int
-    timesteps: np.ndarray
-    orders: list
-    intermediates: list | None = None
-    n_rejected: int = 0
     options: dict = field(default_factory=dict)
     solver: object = None
 
