@@ -14,11 +14,11 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    the linear schedule and a discrete one (1000 betas ``linspace(1e-4, 0.02)``), 1 thread and all cores.
    Reference point: the official implementation spends 7 % (linear) and 23 % (discrete) of model time on
    its own work in float64 at one thread. The same cells also time the model-buffer protections
-   (:class:`expsolver.models.ModelGuard`, part of the sampler's own work) on their own: the guard's work for the
-   run's calls as a well-behaved model costs it (the initial state copied once; per call the input's version
-   counter read twice and the output's reference and storage counts checked), and the one state copy per call
-   that a model sharing its buffers costs on top, each as a fraction of model time (target: protections under
-   :data:`TARGET_PROTECTION` of model time).
+   (:class:`expsolver.models.ModelGuard`, part of the sampler's own work: the initial state copied once, per
+   call the input's version counter read twice and the output's reference and storage counts checked) as the
+   median difference between adjacent runs of the same ``sample()`` with and without them
+   (:func:`protection_times`), and the one state copy per call that a model sharing its buffers costs on top,
+   each as a fraction of model time (target: protections under :data:`TARGET_PROTECTION` of model time).
 2. **Oracle throughput.** Exact eps evaluations per second at one time for the whole batch (what samplers pass)
    for a few ``(N, d, K)`` up to ``100,000 x 64 x 16``, against :func:`naive_eps`, a straightforward
    per-component implementation written here as the baseline (one Cholesky factorisation and solve per component
@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import datetime
 import importlib.util
+import json
 import math
 import os
 import platform
@@ -58,13 +59,15 @@ import numpy as np
 import torch
 
 from expsolver import GaussianMixture, VPDiscrete, VPLinear, reference_solve, sample
+from expsolver import models
 from expsolver.models import ModelGuard
 
 from .results import provenance, result_type, save_result
 
-__all__ = ["BenchmarkConfig", "BenchmarkResult", "OverheadRow", "OracleRow", "ReferenceRow", "DefaultReferenceCheck",
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "OverheadRow", "BaselineRow", "baseline_section", "OracleRow", "ReferenceRow", "DefaultReferenceCheck",
            "EndToEndRow", "config_for", "run_benchmark", "naive_eps", "machine_info", "markdown", "main",
-           "protection_times", "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD", "TARGET_PROTECTION"]
+           "protection_times", "OFFICIAL_OVERHEAD", "TARGET_OVERHEAD", "TARGET_PROTECTION",
+           "PROTECTION_PAIRS_PER_REPEAT"]
 
 #: Fraction of model time the official implementation spends on its own work (float64, 1 thread).
 OFFICIAL_OVERHEAD = {"linear": 0.07, "discrete": 0.23}
@@ -72,6 +75,8 @@ OFFICIAL_OVERHEAD = {"linear": 0.07, "discrete": 0.23}
 TARGET_OVERHEAD = 0.05
 #: Largest fraction of model time the model-buffer protections may cost (float64, 1 thread).
 TARGET_PROTECTION = 0.01
+#: Paired runs with and without the protections per repetition (:func:`protection_times`).
+PROTECTION_PAIRS_PER_REPEAT = 4
 ACCURACY = 1e-9
 REFERENCE_NFE_BUDGET = 600
 DISCRETE_BETAS = (1e-4, 0.02, 1000)  # np.linspace arguments
@@ -106,10 +111,13 @@ class BenchmarkConfig:
     figs: str
     with_tests: bool
     scaling: bool = False
+    baseline: str | None = None  # another checkout whose overhead section is timed against this one's
+    baseline_rounds: int = 3
 
 
 def config_for(quick: bool, *, seed: int = 0, repeats: int | None = None, threads=None, figs: str = "quick",
-               with_tests: bool = False, scaling: bool = False) -> BenchmarkConfig:
+               with_tests: bool = False, scaling: bool = False, baseline: str | None = None,
+               baseline_rounds: int = 3) -> BenchmarkConfig:
     """The full configuration (acceptance sizes) or the ``--quick`` one (seconds; used by the test)."""
     threads = tuple(threads) if threads else ((1,) if quick else _default_threads())
     if quick:
@@ -118,14 +126,14 @@ def config_for(quick: bool, *, seed: int = 0, repeats: int | None = None, thread
             overhead_dtypes=("float64", "float32"), oracle_grid=((1_000, 2, 6), (1_000, 16, 4)),
             reference_samples=32, reference_targets=("2d",), reference_methods=(("torchdiffeq", "dopri5"),),
             reference_variables=("lambda",), reference_truth_tol=1e-11, figs=figs, with_tests=with_tests,
-            scaling=scaling)
+            scaling=scaling, baseline=baseline, baseline_rounds=baseline_rounds)
     return BenchmarkConfig(
         quick=False, seed=seed, repeats=repeats or 5, threads=threads, overhead_samples=10_000, overhead_steps=20,
         overhead_dtypes=("float64", "float32"),
         oracle_grid=((10_000, 2, 6), (10_000, 16, 4), (100_000, 16, 4), (10_000, 64, 16), (100_000, 64, 16)),
         reference_samples=1_000, reference_targets=("2d", "16d"), reference_methods=REFERENCE_METHODS,
         reference_variables=("lambda", "t"), reference_truth_tol=1e-13, figs=figs, with_tests=with_tests,
-        scaling=scaling)
+        scaling=scaling, baseline=baseline, baseline_rounds=baseline_rounds)
 
 
 def _default_threads() -> tuple:
@@ -157,11 +165,11 @@ class OverheadRow:
     oracle_times: list = field(default_factory=list)
     sample_cpu_times: list = field(default_factory=list)
     oracle_cpu_times: list = field(default_factory=list)
-    protection_s: float = math.nan  # the model-buffer protections for these calls (median wall time)
+    protection_s: float = math.nan  # what the model-buffer protections add to sample_s (median paired difference)
     protection_ratio: float = math.nan  # protection_s / oracle_s
     copy_s: float = math.nan  # one state copy per call: the extra price of a model that shares its buffers
     copy_ratio: float = math.nan  # copy_s / oracle_s
-    protection_times: list = field(default_factory=list)
+    protection_times: list = field(default_factory=list)  # the paired differences (protection_times())
     copy_times: list = field(default_factory=list)
 
 
@@ -233,6 +241,24 @@ class EndToEndRow:
 
 @result_type
 @dataclass
+class BaselineRow:
+    """The solver overhead of this source and of a baseline checkout, measured alternately in one run:
+    ``relative = ratio / baseline_ratio`` (each the median over the rounds of the overhead ratio; below 1 this
+    source spends less of the model time on its own work)."""
+
+    schedule: str
+    method: str
+    dtype: str
+    threads: int
+    ratio: float
+    baseline_ratio: float
+    relative: float
+    ratios: list = field(default_factory=list)
+    baseline_ratios: list = field(default_factory=list)
+
+
+@result_type
+@dataclass
 class BenchmarkResult:
     """Everything one benchmark run measured, with the machine and configuration."""
 
@@ -247,6 +273,8 @@ class BenchmarkResult:
     notes: list
     provenance: dict
     total_seconds: float
+    baseline: list = field(default_factory=list)  # of BaselineRow
+    baseline_source: dict = field(default_factory=dict)  # path and commit of the baseline checkout
 
 
 # -- machine ------------------------------------------------------------------------------------------------------
@@ -334,32 +362,55 @@ def _wall_and_cpu(fn) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def protection_times(calls: list, history: int = 3) -> tuple[float, float]:
-    """Wall times of the model-buffer protections for the recorded model inputs ``calls`` (``[(x, t), ...]``).
+class _PassThroughGuard(ModelGuard):
+    """:class:`expsolver.models.ModelGuard` with every protection off: inputs passed and outputs kept as they
+    are (for timing the protections only)."""
 
-    Returns ``(guard_s, copy_s)``: ``guard_s`` runs :class:`expsolver.models.ModelGuard` exactly as
-    :class:`expsolver.models.ModelWrapper` does around each call, for a model that returns a new tensor (the
-    first input copied; the input's version counter read before and after every call; every output kept, its
-    reference and storage counts checked and its memory compared with the ``history`` outputs still held, as a
-    multistep history holds them). ``copy_s`` is one copy of the state per call, what a model that returns a
-    buffer it keeps or modifies its input costs on top. The outputs are allocated before the clock starts."""
-    where = lambda: "in the benchmark"  # noqa: E731 - only for error messages
-    outputs = [torch.empty_like(x) for x, _ in reversed(calls)]
-    guard, held = ModelGuard(), []
-    start = time.perf_counter()
-    for x, _ in calls:
-        x_in, version = guard.model_input(x)
-        guard.check_input(x, x_in, version, where)
-        out = outputs.pop()  # now held by this local only, as a model's fresh output
-        held.append(guard.keep(out, x, where))
-        del held[:-history]
-    guard_s = time.perf_counter() - start
-    if guard.output_copies:
-        raise RuntimeError(f"the protections copied {guard.output_copies} fresh outputs: not the timed path")
+    def model_input(self, x, pool=None):
+        return x, None
+
+    def check_input(self, x, passed, version, where):
+        return None
+
+    def keep(self, out, x, where):
+        return out
+
+
+@contextlib.contextmanager
+def _protections_off():
+    """Model wrappers built inside use :class:`_PassThroughGuard`."""
+    saved = models.ModelGuard
+    models.ModelGuard = _PassThroughGuard
+    try:
+        yield
+    finally:
+        models.ModelGuard = saved
+
+
+def protection_times(run, pairs: int) -> list:
+    """What the model-buffer protections cost ``run()`` (a sampler run), in seconds: for each of ``pairs``
+    adjacent pairs, the wall time with the protections minus the time of the same run with them off
+    (:class:`_PassThroughGuard`), the two in alternating order so that neither always runs on a warmer machine.
+    The protections' own work is a few tenths of a millisecond in a run of tens, so only such paired
+    differences of the real run resolve it (a replay of the guard on its own would see other memory)."""
+    diffs = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            guarded = _time(run)
+        with _protections_off():
+            unguarded = _time(run)
+        if i % 2 == 1:
+            guarded = _time(run)
+        diffs.append(guarded - unguarded)
+    return diffs
+
+
+def _copy_time(calls: list) -> float:
+    """One copy of each recorded model input: what a model that shares its buffers costs on top."""
     start = time.perf_counter()
     for x, _ in calls:
         x.clone()
-    return guard_s, time.perf_counter() - start
+    return time.perf_counter() - start
 
 
 def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method: str, options: dict,
@@ -386,8 +437,7 @@ def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method
 
         run_sampler()
         run_oracle()  # warm-up (parameter caches, workspaces, allocator)
-        protection_times(calls)
-        sample_times, oracle_times, sample_cpu, oracle_cpu, guard_times, copy_times = [], [], [], [], [], []
+        sample_times, oracle_times, sample_cpu, oracle_cpu, copy_times = [], [], [], [], []
         for _ in range(repeats):  # alternate, so that a change of machine load affects all
             wall, cpu = _wall_and_cpu(run_sampler)
             sample_times.append(wall)
@@ -395,9 +445,8 @@ def overhead_case(mixture: GaussianMixture, schedule, schedule_name: str, method
             wall, cpu = _wall_and_cpu(run_oracle)
             oracle_times.append(wall)
             oracle_cpu.append(cpu)
-            guard_s, copy_s = protection_times(calls)
-            guard_times.append(guard_s)
-            copy_times.append(copy_s)
+            copy_times.append(_copy_time(calls))
+        guard_times = protection_times(run_sampler, PROTECTION_PAIRS_PER_REPEAT * repeats)
     sample_s, oracle_s = _median(sample_times), _median(oracle_times)
     guard_s, copy_s = _median(guard_times), _median(copy_times)
     return OverheadRow(schedule=schedule_name, method=method, options=dict(options),
@@ -443,6 +492,69 @@ def overhead_profile(cfg: BenchmarkConfig, schedule_name: str = "linear", method
             for _ in range(cfg.repeats):
                 sample(zero, schedule, x, steps=cfg.overhead_steps, **options)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
+
+
+def _overhead_ratios(path: str) -> dict:
+    """``{(schedule, method, dtype, threads): ratio}`` from the JSON of a benchmark run (any result format that
+    has ``data.overhead``, so that older checkouts can serve as the baseline)."""
+    with open(path, encoding="utf-8") as fh:
+        rows = json.load(fh)["data"]["overhead"]
+    return {(r["schedule"], r["method"], r["dtype"], r["threads"]): r["ratio"] for r in rows}
+
+
+def _checkout_commit(root: str) -> str:
+    """``git describe``-like identification of the checkout at ``root`` (commit, ``+changes`` when its tracked
+    files differ from it), or ``"unknown"``."""
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
+
+
+def baseline_section(cfg: BenchmarkConfig, progress=print) -> tuple[list, dict]:
+    """Section 1 of this source against the checkout ``cfg.baseline`` (for instance one made with
+    ``git worktree add /tmp/base COMMIT``), in one run: ``cfg.baseline_rounds`` rounds, each running
+    ``python -m analysis.benchmark --sections overhead`` of both checkouts in fresh processes (each importing its
+    own ``expsolver``), in alternating order, so that a change of machine load hits both. Overhead ratios (sampler
+    / oracle time) are compared, not times, so a uniformly slower or faster machine cancels out.
+
+    Returns ``([BaselineRow, ...], {"path", "commit", "this_commit", "command"})``."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    baseline = os.path.abspath(cfg.baseline)
+    if not os.path.isfile(os.path.join(baseline, "analysis", "benchmark.py")):
+        raise ValueError(f"baseline must be a checkout of this repository (with analysis/benchmark.py), got "
+                         f"{cfg.baseline!r}")
+    args = ["--sections", "overhead", "--figs", "skip", "--threads", ",".join(map(str, cfg.threads)),
+            "--repeats", str(cfg.repeats), "--seed", str(cfg.seed)] + (["--quick"] if cfg.quick else [])
+    ratios = {"this": [], "baseline": []}
+    with tempfile.TemporaryDirectory(prefix="expsolver-bench-baseline-") as tmp:
+        for round_ in range(cfg.baseline_rounds):
+            sides = [("this", here), ("baseline", baseline)]
+            for side, root in sides if round_ % 2 == 0 else sides[::-1]:
+                progress(f"  baseline comparison, round {round_ + 1}/{cfg.baseline_rounds}: {side} ({root})")
+                out = os.path.join(tmp, f"{side}-{round_}.json")
+                proc = subprocess.run([sys.executable, "-m", "analysis.benchmark", *args, "--out", out], cwd=root,
+                                      env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True,
+                                      check=False)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"the overhead section of {root} failed (exit code {proc.returncode}): "
+                                       f"{proc.stderr.strip()[-2000:]}")
+                ratios[side].append(_overhead_ratios(out))
+    rows = []
+    for key in ratios["this"][0]:
+        if key not in ratios["baseline"][0]:
+            continue
+        ours = [r[key] for r in ratios["this"]]
+        theirs = [r[key] for r in ratios["baseline"]]
+        rows.append(BaselineRow(*key, ratio=_median(ours), baseline_ratio=_median(theirs),
+                                relative=_median(ours) / _median(theirs), ratios=ours, baseline_ratios=theirs))
+    source = dict(path=baseline, commit=_checkout_commit(baseline), this_commit=_checkout_commit(here),
+                  command=f"python -m analysis.benchmark {' '.join(args)} (in each checkout)")
+    return rows, source
 
 
 # -- 2. oracle throughput -----------------------------------------------------------------------------------------
@@ -688,6 +800,7 @@ def run_benchmark(cfg: BenchmarkConfig, sections=SECTIONS, progress=print) -> Be
     if "overhead" in sections:
         progress("1. solver overhead")
         overhead = overhead_section(cfg, progress)
+    baseline, baseline_source = ([], {}) if cfg.baseline is None else baseline_section(cfg, progress)
     if "oracle" in sections:
         progress("2. oracle throughput")
         oracle = oracle_section(cfg, progress)
@@ -701,7 +814,8 @@ def run_benchmark(cfg: BenchmarkConfig, sections=SECTIONS, progress=print) -> Be
     return BenchmarkResult(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=machine,
                            config=cfg, overhead=overhead, oracle=oracle, reference=reference,
                            reference_default=checks, end_to_end=e2e, notes=notes, provenance=provenance(),
-                           total_seconds=time.perf_counter() - start)
+                           total_seconds=time.perf_counter() - start, baseline=baseline,
+                           baseline_source=baseline_source)
 
 
 def _notes(overhead, checks) -> list:
@@ -731,7 +845,9 @@ def markdown(result: BenchmarkResult) -> str:
                   f"Official implementation (float64, 1 thread): linear "
                   f"{100 * OFFICIAL_OVERHEAD['linear']:g} %, discrete {100 * OFFICIAL_OVERHEAD['discrete']:g} %.", "",
                   "Overhead = sampler / oracle wall time (medians); CPU = the same ratio of process CPU times. "
-                  "Protections = the model-buffer protections alone (part of the sampler's time) / oracle time; "
+                  "Protections = what the model-buffer protections add to the sampler (median difference of "
+                  f"{PROTECTION_PAIRS_PER_REPEAT * result.config.repeats} adjacent runs with and without them) / "
+                  "oracle time; "
                   "copies = one state copy per call (the extra price of a model that shares its buffers) / oracle "
                   f"time. Target for the protections: under {100 * TARGET_PROTECTION:g} %.", "",
                   "| schedule | method | dtype | threads | NFE | sampler (ms) | oracle (ms) | overhead | CPU | "
@@ -742,6 +858,18 @@ def markdown(result: BenchmarkResult) -> str:
                          f"{1e3 * r.oracle_s:.1f} | {100 * r.ratio:.1f} % | {100 * r.cpu_ratio:.1f} % | "
                          f"{r.overhead_per_nfe_us:.0f} | {100 * r.protection_ratio:.3f} % | "
                          f"{100 * r.copy_ratio:.2f} % |")
+        lines.append("")
+    if result.baseline:
+        src = result.baseline_source
+        lines += [f"## 1b. Solver overhead against a baseline ({src['path']}, commit {src['commit']})", "",
+                  f"This source (commit {src['this_commit']}) and the baseline each ran `{src['command']}` "
+                  f"{len(result.baseline[0].ratios)} times, alternately, in fresh processes. Overhead = sampler / "
+                  "oracle wall time (median over the runs); relative = this / baseline (below 1: cheaper).", "",
+                  "| schedule | method | dtype | threads | overhead | baseline | relative |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for r in result.baseline:
+            lines.append(f"| {r.schedule} | {r.method} | {r.dtype} | {r.threads} | {100 * r.ratio:.1f} % | "
+                         f"{100 * r.baseline_ratio:.1f} % | {r.relative:.3f} |")
         lines.append("")
     if result.oracle:
         lines += ["## 2. Exact-oracle throughput (eps evaluations per second, float64, one time per batch)", "",
@@ -833,6 +961,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scaling", action="store_true",
                         help="also time the full figure run with --jobs 1 and the default, and the reduced race with "
                              "--jobs 1 and 2 (tens of minutes)")
+    parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
+                        help="another checkout of this repository (e.g. 'git worktree add /tmp/base COMMIT'): time "
+                             "its overhead section and this one's alternately in fresh processes and report the "
+                             "ratio")
+    parser.add_argument("--baseline-rounds", type=int, default=3, help="runs of each side with --baseline")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch-profiler table of the float64 linear multistep zero-cost run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial states and random mixtures")
@@ -843,8 +976,11 @@ def main(argv=None) -> BenchmarkResult:
     args = build_parser().parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+    if args.baseline_rounds < 1:
+        raise SystemExit(f"--baseline-rounds must be >= 1, got {args.baseline_rounds}")
     cfg = config_for(args.quick, seed=args.seed, repeats=args.repeats, threads=args.threads, figs=args.figs,
-                     with_tests=args.with_tests, scaling=args.scaling)
+                     with_tests=args.with_tests, scaling=args.scaling, baseline=args.baseline,
+                     baseline_rounds=args.baseline_rounds)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     progress(f"machine: {_machine_line(machine_info())}")
     result = run_benchmark(cfg, args.sections, progress)

@@ -178,6 +178,8 @@ def import_benchmark(path: str) -> dict:
     command = "python -m analysis.benchmark" + (" --quick" if cfg.get("quick") else "")
     command += f" --figs {cfg['figs']}" if cfg.get("figs", "quick") != "quick" else ""
     command += " --with-tests" if cfg.get("with_tests") else ""
+    command += " --scaling" if cfg.get("scaling") else ""
+    command += f" --baseline {cfg['baseline']}" if cfg.get("baseline") else ""
     out = _plain(bench)
     out["recorded"] = {"date": bench["date"], "machine": bench["machine"], "command": command}
     return out
@@ -462,14 +464,33 @@ def block_overhead(results) -> str:
     bench = results["benchmark"]
     rows = [[r["schedule"], r["method"], r["dtype"], r["threads"], r["nfe"], f"{1e3 * r['sample_s']:.1f}",
              f"{1e3 * r['oracle_s']:.1f}", percent(r["ratio"], 1), percent(r["cpu_ratio"], 1),
-             f"{r['overhead_per_nfe_us']:.0f}"] for r in bench["overhead"]]
+             f"{r['overhead_per_nfe_us']:.0f}", percent(r["protection_ratio"], 2), percent(r["copy_ratio"], 1)]
+            for r in bench["overhead"]]
     first = bench["overhead"][0]
+    pairs = len(first["protection_times"])
     return "\n".join([table(["schedule", "method", "dtype", "threads", "NFE", "sampler (ms)", "oracle (ms)",
-                             "overhead (wall)", "overhead (CPU)", "per NFE (us)"], rows,
-                            ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]), "",
+                             "overhead (wall)", "overhead (CPU)", "per NFE (us)", "protections", "copies"], rows,
+                            ["---", "---", "---"] + ["---:"] * 9), "",
                       f"`sample()` with a zero-cost model against the same {first['nfe']} exact-oracle calls: "
                       f"{first['n']:,} states, d = {first['d']}, K = {first['K']}, DPM-Solver++ order 3; median of "
-                      f"{bench['config']['repeats']} repetitions.", "", source(results, "benchmark")])
+                      f"{bench['config']['repeats']} repetitions. Protections: what the model-buffer protections "
+                      f"add to the sampler, the median difference of {pairs} adjacent runs with and without them; "
+                      f"copies: one state copy per model call, the extra price of a model that shares its buffers; "
+                      f"both as a fraction of the oracle's time.", "", source(results, "benchmark")])
+
+
+def block_overhead_baseline(results) -> str:
+    bench = results["benchmark"]
+    if not bench.get("baseline"):
+        return "*No baseline comparison in this benchmark run (`--baseline`).*"
+    src = bench["baseline_source"]
+    rows = [[r["schedule"], r["method"], r["dtype"], r["threads"], percent(r["ratio"], 1),
+             percent(r["baseline_ratio"], 1), f"{r['relative']:.3f}"] for r in bench["baseline"]]
+    return "\n".join([table(["schedule", "method", "dtype", "threads", "overhead", f"overhead at {src['commit']}",
+                             "relative"], rows, ["---", "---", "---", "---:", "---:", "---:", "---:"]), "",
+                      f"Commit {src['this_commit']} against {src['commit']}: each ran `{src['command']}` "
+                      f"{len(bench['baseline'][0]['ratios'])} times, alternately, in fresh processes; medians. "
+                      f"Relative = overhead / baseline overhead (below 1: cheaper).", "", source(results, "benchmark")])
 
 
 def block_oracle(results) -> str:
@@ -547,6 +568,7 @@ BLOCKS = {
     "dsm": block_dsm,
     "figure-run": block_figure_run,
     "overhead": block_overhead,
+    "overhead-baseline": block_overhead_baseline,
     "oracle": block_oracle,
     "reference": block_reference,
     "end-to-end": block_end_to_end,

@@ -116,9 +116,11 @@ class ModelGuard:
         self._first_input = None  # weak reference to the first state seen (a sampler's caller's x)
         self._kept: list[tuple] = []  # (weak reference, first byte, end byte) of outputs kept as they are
 
-    def model_input(self, x: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    def model_input(self, x: torch.Tensor, pool=None) -> tuple[torch.Tensor, int | None]:
         """The tensor to pass to the model for the state ``x``, and its version counter (``None``: a copy made
-        where versions are not counted, nothing to check)."""
+        where versions are not counted, nothing to check). A copy goes into a tensor from ``pool`` (optional
+        :class:`~expsolver._buffers.BufferPool`) where it has one: free again after the call, it is recycled for
+        the step's own work instead of being new memory."""
         versioned = not (x.is_inference() or torch.is_inference_mode_enabled())
         first = self._first_input
         if first is None:
@@ -126,7 +128,8 @@ class ModelGuard:
         elif versioned and not self.copy_inputs and first() is not x:
             return x, x._version
         self.input_copies += 1
-        x = x.clone()
+        buf = None if pool is None else pool.take(x)
+        x = x.clone() if buf is None else buf.copy_(x)
         return x, (x._version if versioned else None)
 
     def check_input(self, x: torch.Tensor, passed: torch.Tensor, version: int | None, where: Callable) -> None:
@@ -220,10 +223,10 @@ class ModelWrapper:
         self.nfe = 0
         self.guard = ModelGuard()
 
-    def _call(self, x: torch.Tensor, t: float) -> torch.Tensor:
+    def _call(self, x: torch.Tensor, t: float, pool=None) -> torch.Tensor:
         t_in = t if self.time_input == "continuous" else 1000.0 * (t - 1.0 / self.schedule.total_N)
         t_batch = torch.full((x.shape[0],), t_in, dtype=x.dtype, device=x.device)
-        x_in, version = self.guard.model_input(x)
+        x_in, version = self.guard.model_input(x, pool)
         where = lambda: self._where(t)  # noqa: E731 - formatted only for an error message
         try:
             out = self.model(x_in, t_batch)
@@ -254,22 +257,22 @@ class ModelWrapper:
     def _where(self, t: float) -> str:
         return f"at t={t:.6g}"  # the driver adds the step
 
-    def eps(self, x: torch.Tensor, t: float, alpha: float, sigma: float) -> torch.Tensor:
+    def eps(self, x: torch.Tensor, t: float, alpha: float, sigma: float, pool=None) -> torch.Tensor:
         """Noise prediction at scalar time ``t`` (``alpha``, ``sigma`` are the schedule's values there); a tensor
-        the caller may keep (never one the model holds)."""
+        the caller may keep (never one the model holds). ``pool``: as in :meth:`data`."""
         if self.model_type == "noise":
-            return self._kept_call(x, t)
-        return self._eps(x, t, alpha, sigma)
+            return self._kept_call(x, t, pool)
+        return self._eps(x, t, alpha, sigma, pool)
 
-    def _kept_call(self, x: torch.Tensor, t: float) -> torch.Tensor:
+    def _kept_call(self, x: torch.Tensor, t: float, pool=None) -> torch.Tensor:
         """The model's output at ``t``, safe for the caller to keep (:meth:`ModelGuard.keep`)."""
-        out = self._call(x, t)  # the one local holding it, as ModelGuard.keep's reference count expects
+        out = self._call(x, t, pool)  # the one local holding it, as ModelGuard.keep's reference count expects
         return self.guard.keep(out, x, lambda: self._where(t))
 
-    def _eps(self, x, t, alpha, sigma) -> torch.Tensor:
+    def _eps(self, x, t, alpha, sigma, pool=None) -> torch.Tensor:
         """:meth:`eps`, the model's own output returned as it is for ``model_type="noise"`` (for a conversion that
         makes a new tensor from it at once)."""
-        out = self._call(x, t)
+        out = self._call(x, t, pool)
         if self.model_type == "noise":
             return out
         if self.model_type == "x_start":
@@ -281,13 +284,14 @@ class ModelWrapper:
     def data(self, x: torch.Tensor, t: float, alpha: float, sigma: float, pool=None) -> torch.Tensor:
         """Data (x0) prediction ``(x - sigma eps) / alpha`` at scalar time ``t``; a tensor the caller may keep.
 
-        ``pool`` (optional :class:`~expsolver._buffers.BufferPool`) supplies the output tensor; values are the same.
+        ``pool`` (optional :class:`~expsolver._buffers.BufferPool`) supplies the output tensor and any copy of the
+        input (:meth:`ModelGuard.model_input`); values are the same.
         """
         if self.model_type == "x_start":
-            return self._kept_call(x, t)
+            return self._kept_call(x, t, pool)
         if self.model_type == "v":
-            return alpha * x - sigma * self._call(x, t)
-        eps = self._eps(x, t, alpha, sigma)
+            return alpha * x - sigma * self._call(x, t, pool)
+        eps = self._eps(x, t, alpha, sigma, pool)
         if isinstance(alpha, torch.Tensor) or isinstance(sigma, torch.Tensor):  # e.g. differentiable coefficients
             return (x - sigma * eps) / alpha
         # Two passes over the state: x - sigma eps (one fused kernel), then a product with the float64 scalar

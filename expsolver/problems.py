@@ -538,7 +538,7 @@ class DiffusionODE(SemiLinearProblem):
         t = self._query_times.get(t, t)
         _, _, alpha, sigma = self.point(t)
         if self.prediction == "noise":
-            self.latest = self.model.eps(x, t, alpha, sigma)
+            self.latest = self.model.eps(x, t, alpha, sigma, pool=self._pool)
         else:
             self.latest = self.model.data(x, t, alpha, sigma, pool=self._pool)
         return self.latest  # also what the driver's callback reports as the prediction
