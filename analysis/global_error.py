@@ -1,9 +1,10 @@
 """Global-error study: the error at ``t_end`` against the number of steps / NFE, with several statistics.
 
-For each solver run (a set of :func:`expsolver.sample` options) and each NFE budget, the samples (drawn from the
-exact marginal ``q_{t_start}``, fixed seed) are integrated from ``t_start`` to ``t_end`` and compared with a
-high-accuracy reference of the same ODE (SciPy DOP853, rtol = atol = 1e-12, cached on disk). Per budget the
-study records, over samples of the per-sample L2 error ``||x - x_ref||_2``:
+For each solver run (:class:`SolverRun`: a set of :func:`expsolver.sample` options, or a solver object of the
+protocol :class:`expsolver.Solver` with the options of its grid and prediction type) and each NFE budget, the
+samples (drawn from the exact marginal ``q_{t_start}``, fixed seed) are integrated from ``t_start`` to ``t_end``
+and compared with a high-accuracy reference of the same ODE (SciPy DOP853, rtol = atol = 1e-12, cached on disk).
+Per budget the study records, over samples of the per-sample L2 error ``||x - x_ref||_2``:
 
 * RMS, median, 90th and 99th percentiles and the maximum: a few samples near mode boundaries dominate the RMS,
   so the median is the statistic used for slopes;
@@ -17,44 +18,133 @@ automatically chosen window); a solver of order ``k`` shows ``k``, i.e. the erro
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from expsolver import REGISTRY, GaussianMixture, VPSchedule, sample
+from expsolver import REGISTRY, GaussianMixture, Solver, VPSchedule, sample
 from expsolver.convergence import sample_errors
+from expsolver.driver import check_solver
+from expsolver.sampling import check_solver_options
 
 from .order import OrderFit, fit_order
-from .results import ResultStore, cached_reference, provenance, result_type
+from .results import ResultStore, cached_reference, provenance, result_type, solver_id, solver_record
 from .targets import T_END, T_START
 
-__all__ = ["error_at_nfe", "dpm_solver_names", "SolverRun", "GlobalErrorCurve", "GlobalErrorStudy", "global_error_study", "registry_runs",
-           "error_statistics", "grid_h_max", "steps_option", "DEFAULT_NFES", "DEFAULT_STEPS", "STATISTICS"]
+__all__ = ["error_at_nfe", "dpm_solver_names", "SolverRun", "as_solver_run", "GlobalErrorCurve", "GlobalErrorStudy",
+           "global_error_study", "registry_runs", "error_statistics", "grid_h_max", "steps_option", "DEFAULT_NFES",
+           "DEFAULT_STEPS", "STATISTICS"]
 
 DEFAULT_NFES = (6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 #: Default grid-step budgets of an order study (``budget="steps"``): ratio ~1.5 from 4 to 512.
 DEFAULT_STEPS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 STATISTICS = ("rms", "median", "p90", "p99", "max")
 _DEFAULT_REFERENCE = dict(backend="scipy", method="DOP853", rtol=1e-12, atol=1e-12)
+#: The options of sample() that choose a solver (a solver object carries them): the keyword-only parameters of
+#: check_solver_options, which validates exactly those.
+_SOLVER_OPTIONS = tuple(name for name, p in inspect.signature(check_solver_options).parameters.items()
+                        if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 @result_type
 @dataclass
 class SolverRun:
     """One solver configuration to run: a label, the :func:`expsolver.sample` options (without ``steps``), the
-    expected global order (``None`` when there is no claim), the registry ``name`` (for styles) and optionally its
-    own ``budgets`` (instead of the study's)."""
+    expected global order (``None`` when there is no claim), the registry ``name`` (for styles), optionally its
+    own ``budgets`` (instead of the study's) and optionally a ``solver`` object.
+
+    With ``solver`` (any object of the protocol :class:`expsolver.Solver`, a user's own included; see
+    :meth:`from_solver`) every harness runs ``sample(..., solver=run.solver, **run.options)``, and ``options`` holds
+    only what is not the solver's: the grid (``skip_type``), the prediction type (``algorithm_type``), the model
+    (``model_type``, ...). The options that choose a built-in solver (``method``, ``order``, ``solver_type``,
+    ``variant``, ``use_corrector``, ``compat``, ``lower_order_final``) are then a ``ValueError``. Saved results
+    record the object by :func:`analysis.results.solver_record` and cached results are keyed by
+    :func:`analysis.results.solver_id` (:meth:`record`, :meth:`cache_id`); the object itself is not saved.
+    Runs that go to worker processes (the race with an executor) need a solver that pickles: an instance of a
+    class defined at the top level of an importable module.
+    """
 
     label: str
     options: dict
     expected_order: int | None = None
     name: str = ""
     budgets: tuple | None = None  # overrides the study's budgets for this run
+    solver: Solver | None = None
 
     def __post_init__(self):
+        if not isinstance(self.options, dict):
+            raise TypeError(f"options must be a dict of sample() options, got {type(self.options).__name__}")
+        if self.solver is not None:
+            check_solver(self.solver, "solver")
+            chosen = [key for key in _SOLVER_OPTIONS if key in self.options]
+            if chosen:
+                raise ValueError(f"options: with solver={self.solver!r} the object carries its own configuration; "
+                                 f"do not also give {', '.join(chosen)}")
         if not self.name:
             self.name = self.label
+
+    @classmethod
+    def from_solver(cls, solver, *, label: str | None = None, name: str | None = None,
+                    algorithm_type: str = "dpmsolver++", skip_type: str = "logSNR", expected_order: int | None = None,
+                    budgets: tuple | None = None) -> "SolverRun":
+        """The run of a solver object on ``skip_type`` grids with ``algorithm_type``'s prediction (defaults: those of
+        a registry name given to :func:`global_error_study`). ``name`` defaults to the solver's ``name`` (its class
+        name when it has none of its own), ``label`` to ``"name|algorithm_type"`` (as :func:`registry_runs`) and
+        ``expected_order`` to the solver's declared ``order``."""
+        check_solver(solver, "solver")
+        if name is None:
+            own = getattr(solver, "name", None)
+            name = own if isinstance(own, str) and own and own != Solver.name else type(solver).__qualname__
+        return cls(label=f"{name}|{algorithm_type}" if label is None else label, name=name, budgets=budgets,
+                   options=dict(algorithm_type=algorithm_type, skip_type=skip_type), solver=solver,
+                   expected_order=int(solver.order) if expected_order is None else expected_order)
+
+    @property
+    def sample_kwargs(self) -> dict:
+        """The keyword arguments of :func:`expsolver.sample` that select this run (without the grid size)."""
+        return dict(self.options) if self.solver is None else dict(self.options, solver=self.solver)
+
+    def with_options(self, **options) -> "SolverRun":
+        """A copy with ``options`` added to (or replacing) :attr:`options`, e.g. another ``skip_type``."""
+        return dataclasses.replace(self, options=dict(self.options, **options))
+
+    def record(self) -> dict:
+        """The configuration as saved results record it: :attr:`options`, and with a solver object its
+        :func:`~analysis.results.solver_record` under ``"solver"``."""
+        return dict(self.options) if self.solver is None else dict(self.options, solver=solver_record(self.solver))
+
+    def cache_id(self) -> str:
+        """The configuration in result-store keys: the sorted options and, with a solver object, its
+        :func:`~analysis.results.solver_id` (class, repr and a digest of its parameters and source)."""
+        key = repr(sorted(self.options.items()))
+        return key if self.solver is None else f"{key}|solver={solver_id(self.solver)}"
+
+    def steps_for(self, n: int, budget: str = "nfe") -> int:
+        """The ``steps`` option of :func:`expsolver.sample` for a budget of ``n`` model calls (``budget="nfe"``) or
+        ``n`` grid steps (``"steps"``): :func:`steps_option` for options; for a solver object, whose ``steps``
+        counts grid intervals, ``n`` steps or as many steps as ``n`` calls pay for (``solver.nfe(order)`` each,
+        possibly 0)."""
+        if self.solver is None:
+            return steps_option(self.options, n, budget)
+        if budget == "steps":
+            return n
+        return n // int(self.solver.nfe(self.solver.steps_order))
+
+    def model_calls(self, steps: int) -> int:
+        """The model calls that the ``steps`` option is planned to cost (the NFE budget itself for options)."""
+        return steps if self.solver is None else steps * int(self.solver.nfe(self.solver.steps_order))
+
+    def too_few_steps(self, steps: int) -> bool:
+        """Whether ``steps`` cannot run: fewer than ``order`` steps of a multistep method (``sample()`` refuses
+        them for options; a solver object with a history is held to the same rule, so that its budgets are those
+        of the same solver given by options) or no step at all."""
+        if self.solver is None:
+            return self.options.get("method") in ("multistep", "singlestep_fixed") and steps < int(
+                self.options.get("order", 1))
+        return steps < 1 or (bool(self.solver.carries_history) and steps < int(self.solver.steps_order))
 
 
 def dpm_solver_names() -> list:
@@ -64,8 +154,9 @@ def dpm_solver_names() -> list:
 
 
 def registry_runs(names=None, algorithm_types=("dpmsolver++", "dpmsolver"), skip_type: str = "logSNR") -> list:
-    """A :class:`SolverRun` per registry configuration and algorithm type (label ``"name|algorithm_type"``);
-    ``names`` defaults to :func:`dpm_solver_names`."""
+    """A :class:`SolverRun` per registry configuration and algorithm type (label ``"name|algorithm_type"``), by its
+    options; ``names`` defaults to :func:`dpm_solver_names`. (For the same run by the configuration's solver
+    object: ``SolverRun.from_solver(REGISTRY[name].make(), name=name, ...)``.)"""
     names = dpm_solver_names() if names is None else list(names)
     runs = []
     for name in names:
@@ -76,10 +167,30 @@ def registry_runs(names=None, algorithm_types=("dpmsolver++", "dpmsolver"), skip
     return runs
 
 
+def as_solver_run(run) -> SolverRun:
+    """``run`` as a :class:`SolverRun`: a registry name by its options (:func:`registry_runs`), a solver object by
+    :meth:`SolverRun.from_solver` (data prediction, logSNR grid both); a ``TypeError`` or ``ValueError`` naming
+    ``runs`` for anything else."""
+    if isinstance(run, SolverRun):
+        return run
+    if isinstance(run, str):
+        if run not in REGISTRY:
+            raise ValueError(f"runs: {run!r} is neither a SolverRun, a solver object nor a registry name "
+                             f"({', '.join(REGISTRY)})")
+        return registry_runs([run], ("dpmsolver++",))[0]
+    try:
+        return SolverRun.from_solver(run)
+    except TypeError:
+        raise TypeError(f"runs: {run!r} is neither a SolverRun, a registry name nor a solver object (an object of "
+                        f"the protocol expsolver.Solver: order, nfe, init, step, plan)") from None
+
+
 @result_type
 @dataclass
 class GlobalErrorCurve:
-    """Errors of one solver run at several NFE budgets (arrays sorted by NFE)."""
+    """Errors of one solver run at several NFE budgets (arrays sorted by NFE). ``options`` is the run's
+    :meth:`SolverRun.record`: its ``sample()`` options and, for a solver object, a description of it under
+    ``"solver"`` (:func:`analysis.results.solver_record`: class, repr, declared order, parameters)."""
 
     label: str
     name: str
@@ -179,15 +290,17 @@ def global_error_study(target, schedule, runs, *, target_name: str = "target", n
     ----------
     target : GaussianMixture
     schedule : VPSchedule
-    runs : sequence of SolverRun or str
-        Solver runs; a string is a registry name, run with data prediction on a logSNR grid.
+    runs : sequence of SolverRun, str or Solver
+        Solver runs; a string is a registry name and a solver object (:class:`expsolver.Solver`, a user's own
+        included) is :meth:`SolverRun.from_solver`, both run with data prediction on a logSNR grid.
     nfes : sequence of int
         Budgets: NFE (``budget="nfe"``, the ``steps`` option) or numbers of grid steps (``budget="steps"``, see
-        :func:`steps_option`). A budget a configuration cannot use (``steps < order``) is skipped, and one that
-        gives the same actual NFE as a smaller one (``singlestep_fixed``) is dropped.
+        :meth:`SolverRun.steps_for`). A budget a configuration cannot use (``steps < order``) is skipped, and one
+        that gives the same actual NFE as a smaller one (``singlestep_fixed``) is dropped.
     budget : {"nfe", "steps"}
     max_nfe : int, optional
-        Skip budgets whose ``steps`` option exceeds it (keeps singlestep runs as cheap as multistep ones).
+        Skip budgets planned to cost more model calls (:meth:`SolverRun.model_calls`; keeps singlestep runs as cheap
+        as multistep ones).
     n_samples, seed : int
         Samples from ``q_{t_start}`` drawn with ``torch.Generator().manual_seed(seed)`` (ignored if ``x`` given).
     t_start, t_end : float
@@ -216,16 +329,13 @@ def global_error_study(target, schedule, runs, *, target_name: str = "target", n
         raise TypeError(f"target must be an expsolver.GaussianMixture, got {type(target).__name__}")
     if not isinstance(schedule, VPSchedule):
         raise TypeError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
-    for r in runs:
-        if not isinstance(r, SolverRun) and r not in REGISTRY:
-            raise ValueError(f"runs: {r!r} is neither a SolverRun nor a registry name ({', '.join(REGISTRY)})")
+    runs = [as_solver_run(r) for r in runs]
     if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in nfes) or len(nfes) == 0:
         raise ValueError(f"nfes must be a non-empty sequence of ints >= 1, got {list(nfes)!r}")
     if x is None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1):
         raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
     if store is not None and not isinstance(store, ResultStore):
         raise TypeError(f"store must be an analysis.results.ResultStore or None, got {type(store).__name__}")
-    runs = [r if isinstance(r, SolverRun) else registry_runs([r], ("dpmsolver++",))[0] for r in runs]
     ref_opts = dict(_DEFAULT_REFERENCE, **(reference or {}))
     if x is None:
         x = target.sample(n_samples, generator=torch.Generator().manual_seed(seed), t=t_start, schedule=schedule)
@@ -238,15 +348,13 @@ def global_error_study(target, schedule, runs, *, target_name: str = "target", n
         points = []
         seen_nfe = set()
         for n in sorted(int(v) for v in (nfes if run.budgets is None else run.budgets)):
-            steps = steps_option(run.options, n, budget)
-            order = int(run.options.get("order", 1))
-            if (run.options.get("method") in ("multistep", "singlestep_fixed") and steps < order) or (
-                    max_nfe is not None and steps > max_nfe):
+            steps = run.steps_for(n, budget)
+            if run.too_few_steps(steps) or (max_nfe is not None and run.model_calls(steps) > max_nfe):
                 continue
-            key = f"{target_name}|{run.label}|{sorted(run.options.items())!r}|{steps}|{seed}|{x.shape[0]}"
+            key = f"{target_name}|{run.label}|{run.cache_id()}|{steps}|{seed}|{x.shape[0]}"
             point = store.get(key) if store is not None else None
             if point is None:
-                res = sample(model, schedule, x, steps=steps, t_start=t_start, t_end=t_end, **run.options)
+                res = sample(model, schedule, x, steps=steps, t_start=t_start, t_end=t_end, **run.sample_kwargs)
                 point = dict(error_statistics(res.x, ref["x"], target, schedule, t_end), nfe=int(res.nfe),
                              steps=steps, h_max=grid_h_max(schedule, res.timesteps))
                 if store is not None:
@@ -259,7 +367,7 @@ def global_error_study(target, schedule, runs, *, target_name: str = "target", n
         arrays = {k: np.array([p[k] for p in points]) for k in ("nfe", "steps", "h_max", "mode_switches")
                   + STATISTICS}
         fit = fit_order(arrays["h_max"], arrays["median"], expected=run.expected_order, floor=floor)
-        study.curves.append(GlobalErrorCurve(label=run.label, name=run.name, options=dict(run.options), fit=fit,
+        study.curves.append(GlobalErrorCurve(label=run.label, name=run.name, options=run.record(), fit=fit,
                                              expected_order=run.expected_order, **arrays))
         if progress is not None:
             progress()

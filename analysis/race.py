@@ -33,6 +33,12 @@ trajectories pass near the saddle between two modes) and its median.
 * **Population estimate**: since 1,000 or 5,000 states hold only a few of the mode-switching states that carry the
   RMS, the acceptance grids and the best official configuration (the full sweep again) are also measured on
   ``n_population`` (30,000) further independent states.
+* **Your own solvers**: an entry of the lineup (and of the optimised and shifted solvers) is a :data:`LINEUP` name
+  or a :class:`analysis.global_error.SolverRun`, e.g. ``SolverRun.from_solver(ExponentialRalston(), label=...)``
+  for any object of the solver protocol (:class:`expsolver.Solver`); it runs as ``sample(..., solver=obj)`` with
+  ``n // solver.nfe(order)`` grid steps at NFE ``n`` (the race chooses the grids: a ``skip_type`` of the run is
+  not used). :func:`best_official` searches given configurations (``configs``: options, runs or solver objects)
+  as well. With worker processes the solver objects must pickle (:func:`analysis.tasks.check_picklable`).
 * **Execution**: every standard-grid curve, best-official search, grid optimisation, switch analysis and
   population estimate is an independent task (:func:`race_studies`), run in this process, on local worker
   processes or on a Dask cluster with the same results, bitwise; ``python -m analysis.race [--size reduced]
@@ -48,16 +54,17 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from expsolver import SKIP_TYPES, optimize_timesteps, reference_solve, sample
 
+from .global_error import SolverRun, as_solver_run
 from .results import cached_reference, provenance, result_type, save_result
 from .targets import T_END, T_START, get_target, standard_schedule
-from .tasks import Task, available_cpus, open_executor, run_tasks
+from .tasks import Task, available_cpus, check_picklable, open_executor, run_tasks
 
 __all__ = ["LINEUP", "OPTIMISED", "SHIFTED", "MODEL_TIMES_SUFFIX", "RaceConfig", "RaceCurve", "RaceResult",
            "official_configs", "best_official", "rms_interval", "race_study", "race_studies", "race_config",
@@ -88,7 +95,13 @@ ACCEPTANCE_NFES = (10, 20)
 
 @dataclass(frozen=True)
 class RaceConfig:
-    """Sizes, seeds and optimiser settings of one race study."""
+    """Sizes, seeds and optimiser settings of one race study.
+
+    ``lineup``, ``optimised`` and ``shifted`` name the solvers: each entry is a :data:`LINEUP` name or a
+    :class:`analysis.global_error.SolverRun` (its ``label`` is its name in the race; a solver object's run through
+    ``sample(..., solver=...)``, see the module docstring). An optimised solver object must reach every NFE of
+    ``optimise_nfes`` with whole steps.
+    """
 
     target: str
     n_pool: int = 20000
@@ -223,15 +236,24 @@ def rms_interval(errors, n_bootstrap: int = 2000, seed: int = 0) -> tuple:
 
 
 def best_official(model, schedule, x, ref, nfe: int, *, t_start: float = T_START, t_end: float = T_END,
-                  methods=("singlestep", "singlestep_fixed", "multistep")) -> dict:
+                  methods=("singlestep", "singlestep_fixed", "multistep"), configs=None) -> dict:
     """The official configuration (:func:`official_configs`, NFE <= ``nfe``) with the smallest RMS on ``x``.
 
-    Returns ``dict(rms, median, nfe, options)``.
+    ``configs`` searches other configurations instead (in order; the first of equal RMS wins): ``sample()``
+    option dicts, :class:`~analysis.global_error.SolverRun` s or solver objects (any object of the protocol
+    :class:`expsolver.Solver`; :meth:`~analysis.global_error.SolverRun.from_solver`, logSNR grid, data
+    prediction), each run with as many steps as ``nfe`` model calls pay for
+    (:meth:`~analysis.global_error.SolverRun.steps_for`).
+
+    Returns ``dict(rms, median, nfe, options)``; ``options`` is the winner's
+    :meth:`~analysis.global_error.SolverRun.record` (a solver object described under ``"solver"``).
     """
+    runs = [_as_run(c, "configs") for c in (official_configs(methods) if configs is None else configs)]
     best = None
-    for options in official_configs(methods):
+    for run in runs:
         try:
-            result = sample(model, schedule, x, steps=nfe, t_start=t_start, t_end=t_end, **options)
+            result = sample(model, schedule, x, steps=run.steps_for(nfe), t_start=t_start, t_end=t_end,
+                            **run.sample_kwargs)
         except ValueError:
             continue  # e.g. steps < order for singlestep_fixed
         if result.nfe > nfe:
@@ -239,8 +261,21 @@ def best_official(model, schedule, x, ref, nfe: int, *, t_start: float = T_START
         err = _errors(result.x, ref)
         rms = float(np.sqrt(np.mean(err**2)))
         if best is None or rms < best["rms"]:
-            best = dict(rms=rms, median=float(np.median(err)), nfe=int(result.nfe), options=options)
+            best = dict(rms=rms, median=float(np.median(err)), nfe=int(result.nfe), options=run.record())
     return best
+
+
+def _as_run(config, name: str) -> SolverRun:
+    """A configuration as a :class:`SolverRun`: ``sample()`` options (a dict), a run, or a solver object."""
+    if isinstance(config, dict):
+        return SolverRun(label="options", options=config)
+    if isinstance(config, str):
+        raise TypeError(f"{name}: give sample() options, a SolverRun or a solver object, not the name {config!r}")
+    try:
+        return as_solver_run(config)
+    except TypeError:
+        raise TypeError(f"{name} must hold sample() option dicts, SolverRun objects or solver objects (the "
+                        f"protocol expsolver.Solver), got {config!r}") from None
 
 
 def _stats(errors, target, x, ref, schedule, n_bootstrap, seed):
@@ -288,6 +323,13 @@ def race_studies(cfgs, *, executor=None, store=None, bar=None, timings: dict | N
     for cfg in cfgs:
         if not isinstance(cfg, RaceConfig):
             raise TypeError(f"cfgs must hold RaceConfig objects, got {type(cfg).__name__}")
+        _check_entries(cfg)
+    in_process = executor is None or (isinstance(executor, int) and not isinstance(executor, bool) and executor == 1)
+    if not in_process:
+        for cfg in cfgs:
+            for run in _entries(cfg).values():
+                if run.solver is not None:
+                    check_picklable(run.solver, f"cfgs (the solver of {run.label!r})")
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     with open_executor(executor) as ex:
@@ -310,11 +352,75 @@ def race_studies(cfgs, *, executor=None, store=None, bar=None, timings: dict | N
             if label in own:
                 group = f"{_GROUP_SECONDS[label.split('/')[1]]}_s"
                 groups[group] = round(groups.get(group, 0.0) + seconds["wall_s"], 2)
-        out.append(RaceResult(target=cfg.target, config=asdict(cfg), reference=dict(
+        out.append(RaceResult(target=cfg.target, config=_config_record(cfg), reference=dict(
             backend="scipy", method="DOP853", rtol=cfg.reference_rtol, atol=cfg.reference_rtol, t_start=T_START,
             t_end=T_END), curves=part["curves"], official_best=part["official"], grids=part["grids"],
             acceptance=part["acceptance"], timings=dict(groups, wall_s=round(wall, 2))))
     return out
+
+
+def _name(entry) -> str:
+    """The name of a lineup entry in the race (curve names, task labels): the LINEUP name or the run's label."""
+    return entry if isinstance(entry, str) else entry.label
+
+
+def _entries(cfg: RaceConfig) -> dict:
+    """name -> :class:`SolverRun` of every solver of ``cfg``: a LINEUP name by its options, a given run without its
+    ``skip_type`` (the race chooses the grids)."""
+    out = {}
+    for entry in cfg.lineup + cfg.optimised + cfg.shifted:
+        if isinstance(entry, str):
+            out.setdefault(entry, SolverRun(label=entry, options=LINEUP[entry]))
+        else:
+            out[entry.label] = replace(entry, options={k: v for k, v in entry.options.items() if k != "skip_type"})
+    return out
+
+
+def _race_run(cfg: RaceConfig, name: str) -> SolverRun:
+    return _entries(cfg)[name]
+
+
+def _check_entries(cfg: RaceConfig) -> None:
+    """``TypeError`` / ``ValueError`` naming ``cfgs`` for a lineup entry that is neither a LINEUP name nor a
+    :class:`SolverRun`, for a name given to two different solvers, and for an optimised solver object that cannot
+    spend an NFE of ``optimise_nfes`` in whole steps."""
+    runs, names = {}, set()
+    for field_name in ("lineup", "optimised", "shifted"):
+        for entry in getattr(cfg, field_name):
+            if isinstance(entry, str):
+                if entry not in LINEUP:
+                    raise ValueError(f"cfgs: {field_name} entry {entry!r} is not in LINEUP ({', '.join(LINEUP)}); "
+                                     f"give a SolverRun for another solver")
+                names.add(entry)
+            elif isinstance(entry, SolverRun):
+                if runs.setdefault(entry.label, entry).cache_id() != entry.cache_id():
+                    raise ValueError(f"cfgs: two different SolverRun entries are labelled {entry.label!r}")
+            else:
+                raise TypeError(f"cfgs: {field_name} entries must be LINEUP names or SolverRun objects "
+                                f"(SolverRun.from_solver(solver) for a solver object), got {entry!r}")
+    if names & set(runs):
+        raise ValueError(f"cfgs: {', '.join(map(repr, sorted(names & set(runs))))} names both a LINEUP entry and a "
+                         f"SolverRun; label the run otherwise")
+    entries = _entries(cfg)
+    for entry in cfg.optimised + cfg.shifted:
+        run = entries[_name(entry)]
+        for n in cfg.optimise_nfes:
+            if run.solver is not None and run.model_calls(run.steps_for(n)) != n:
+                raise ValueError(f"cfgs: optimise_nfes holds {n}, which {run.label!r} "
+                                 f"({run.solver.nfe(run.solver.steps_order)} model calls per step) cannot spend in "
+                                 f"whole steps")
+
+
+def _config_record(cfg: RaceConfig) -> dict:
+    """``cfg`` as saved (:func:`dataclasses.asdict`), a :class:`SolverRun` entry as its label and the
+    :meth:`~SolverRun.record` of the run the race makes of it (the solver object itself is not saved)."""
+    runs = _entries(cfg)
+
+    def record(entries):
+        return tuple(e if isinstance(e, str) else dict(label=e.label, options=runs[e.label].record()) for e in entries)
+
+    return asdict(replace(cfg, lineup=record(cfg.lineup), optimised=record(cfg.optimised),
+                          shifted=record(cfg.shifted)))
 
 
 #: Task kind (second part of a race task's label) -> part of the study it is timed under.
@@ -350,19 +456,26 @@ def _reference_tasks(cfg: RaceConfig) -> list:
                  keep=False) for split in splits]
 
 
-def _run(cfg: RaceConfig, options: dict, n: int, split: str, timesteps=None, model_timesteps=None):
-    """``sample()`` of the states ``split`` (``n`` steps, or the given grid) and the per-state errors."""
+def _run(cfg: RaceConfig, run, n: int, split: str, timesteps=None, model_timesteps=None):
+    """``sample()`` of the states ``split`` with ``run`` (``sample()`` options, a :class:`SolverRun` or a solver
+    object) at NFE ``n`` (:meth:`SolverRun.steps_for` steps), or on the given grid, and the per-state errors."""
+    run = _as_run(run, "run")
     x, ref = _split(cfg, split)
     schedule = standard_schedule()
     kw = (dict(timesteps=timesteps, model_timesteps=model_timesteps) if timesteps is not None
-          else dict(steps=n, t_start=T_START, t_end=T_END))
-    result = sample(get_target(cfg.target).as_model(schedule), schedule, x, **kw, **options)
+          else dict(steps=run.steps_for(n), t_start=T_START, t_end=T_END))
+    result = sample(get_target(cfg.target).as_model(schedule), schedule, x, **kw, **run.sample_kwargs)
     return result, _errors(result.x, ref)
 
 
 def _run_grid(cfg: RaceConfig, entry: dict, split: str):
-    return _run(cfg, LINEUP[entry["solver"]], entry["config"]["steps"], split, entry["timesteps"],
+    return _run(cfg, _race_run(cfg, entry["solver"]), entry["config"]["steps"], split, entry["timesteps"],
                 entry["model_timesteps"])
+
+
+def _grid_nfe(cfg: RaceConfig, entry: dict) -> int:
+    """The NFE an optimised grid was made for: its steps times the model calls of one step of its solver."""
+    return _race_run(cfg, entry["solver"]).model_calls(entry["config"]["steps"])
 
 
 def _split_stats(cfg: RaceConfig, result, err, split: str, seed: int) -> dict:
@@ -373,13 +486,15 @@ def _split_stats(cfg: RaceConfig, result, err, split: str, seed: int) -> dict:
 def _standard_task(cfg: RaceConfig, name: str) -> list:
     """Rows ``(nfe, skip_type, test stats, holdout stats)`` of ``name`` on its best standard grid per NFE (every
     skip type, the best on the test states drawn: favours the baselines)."""
-    options = LINEUP[name]
-    skips = SKIP_TYPES if options.get("compat") != "official" else ("logSNR", "time_uniform", "time_quadratic")
+    run = _race_run(cfg, name)
+    skips = SKIP_TYPES if run.options.get("compat") != "official" else ("logSNR", "time_uniform", "time_quadratic")
     rows = []
     for n in cfg.nfes:
+        if run.too_few_steps(run.steps_for(n)):
+            continue
         best = None
         for skip in skips:
-            result, err = _run(cfg, dict(options, skip_type=skip), n, "test")
+            result, err = _run(cfg, run.with_options(skip_type=skip), n, "test")
             if result.nfe != n:
                 continue
             rms = float(np.sqrt(np.mean(err**2)))
@@ -388,7 +503,7 @@ def _standard_task(cfg: RaceConfig, name: str) -> list:
         if best is None:
             continue
         _, skip, result, err = best
-        hold_result, hold_err = _run(cfg, dict(options, skip_type=skip), n, "holdout")
+        hold_result, hold_err = _run(cfg, run.with_options(skip_type=skip), n, "holdout")
         rows.append((n, skip, _split_stats(cfg, result, err, "test", n),
                      _split_stats(cfg, hold_result, hold_err, "holdout", n)))
     return rows
@@ -404,13 +519,15 @@ def _optimise_task(cfg: RaceConfig, name: str, solver: str, shift: bool, n: int)
     """The grid of ``solver`` optimised for ``n`` NFE on the pool (with learned model times if ``shift``) and its
     test and holdout statistics."""
     schedule = standard_schedule()
+    run = _race_run(cfg, solver)
     (pool, ref_pool), (test, ref_test), (holdout, ref_holdout) = (_split(cfg, s) for s in ("pool", "test", "holdout"))
-    grid = optimize_timesteps(get_target(cfg.target).as_model(schedule), schedule, pool, steps=n, t_start=T_START,
+    grid = optimize_timesteps(get_target(cfg.target).as_model(schedule), schedule, pool, steps=run.steps_for(n),
+                              t_start=T_START,
                               t_end=T_END, ref_train=ref_pool, x_test=test, ref_test=ref_test, x_holdout=holdout,
                               ref_holdout=ref_holdout, n_train=cfg.n_train, strata=cfg.strata,
                               error_cap=cfg.error_cap, max_iter=max(1, cfg.max_iter_nfe // n),
                               max_time=cfg.max_time, n_validation=cfg.n_validation, n_starts=cfg.n_starts,
-                              shift_model_times=shift, **LINEUP[solver])
+                              shift_model_times=shift, **run.sample_kwargs)
     entry = grid.to_dict()
     entry.update(name=name, solver=solver)
     stats = {}
@@ -422,7 +539,7 @@ def _optimise_task(cfg: RaceConfig, name: str, solver: str, shift: bool, n: int)
 
 def _switches_task(cfg: RaceConfig, grid: dict, official: dict, split: str) -> dict:
     """:func:`switch_analysis` of the selected grid against the best official configuration ``official``."""
-    n = grid["config"]["steps"]
+    n = _grid_nfe(cfg, grid)
     ours, _ = _run_grid(cfg, grid, split)
     best, _ = _run(cfg, official["options"], n, split)
     x, ref = _split(cfg, split)
@@ -432,12 +549,12 @@ def _switches_task(cfg: RaceConfig, grid: dict, official: dict, split: str) -> d
 
 def _population_task(cfg: RaceConfig, grid: dict) -> dict:
     result, err = _run_grid(cfg, grid, "population")
-    return _split_stats(cfg, result, err, "population", grid["config"]["steps"])
+    return _split_stats(cfg, result, err, "population", _grid_nfe(cfg, grid))
 
 
 def _second_round(cfg: RaceConfig) -> list:
     tasks = [Task(f"race_{cfg.target}/standard/{name}", _standard_task, (cfg, name), cost=4.0)
-             for name in cfg.lineup]
+             for name in map(_name, cfg.lineup)]
     tasks += [Task(f"race_{cfg.target}/official/{n}/{split}", _official_task,
                    (cfg, n, split, tuple(cfg.official_methods)), cost=4.0)
               for n in cfg.official_nfes for split in ("test", "holdout")]
@@ -448,15 +565,16 @@ def _second_round(cfg: RaceConfig) -> list:
 
 def _optimisations(cfg: RaceConfig) -> list:
     """``(curve name, solver, shift_model_times)`` of every optimised curve."""
-    return ([(name, name, False) for name in cfg.optimised]
-            + [(name + MODEL_TIMES_SUFFIX, name, True) for name in cfg.shifted])
+    return ([(name, name, False) for name in map(_name, cfg.optimised)]
+            + [(name + MODEL_TIMES_SUFFIX, name, True) for name in map(_name, cfg.shifted)])
 
 
 def _assemble(cfg: RaceConfig, values: list) -> dict:
     """Curves, best official configurations, grids and acceptance from the second round's results (in the order
     of :func:`_second_round`)."""
     values = iter(values)
-    curves = [_curve(name, LINEUP[name], "standard", next(values)) for name in cfg.lineup]
+    curves = [_curve(name, _race_run(cfg, name).record(), "standard", next(values))
+              for name in map(_name, cfg.lineup)]
     official = {}
     for n in cfg.official_nfes:
         official[str(n)] = {split: next(values) for split in ("test", "holdout")}
@@ -467,9 +585,9 @@ def _assemble(cfg: RaceConfig, values: list) -> dict:
             value = next(values)
             grids.append(value["entry"])
             rows.append((n, "optimised", value["test"], value["holdout"]))
-        curves.append(_curve(name, LINEUP[solver], "optimised", rows))
-    acceptance = _acceptance(grids, official, curves)
-    chosen = {n: next(g for g in grids if g["name"] == entry["solver"] and g["config"]["steps"] == int(n))
+        curves.append(_curve(name, _race_run(cfg, solver).record(), "optimised", rows))
+    acceptance = _acceptance(cfg, grids, official, curves)
+    chosen = {n: next(g for g in grids if g["name"] == entry["solver"] and _grid_nfe(cfg, g) == int(n))
               for n, entry in acceptance.items()}
     return dict(curves=curves, official=official, grids=grids, acceptance=acceptance, chosen=chosen)
 
@@ -570,14 +688,14 @@ def _curve(name, options, grid, rows) -> RaceCurve:
                      holdout={k: np.array([r[3][k] for r in rows]) for k in keys})
 
 
-def _acceptance(grids, official, curves) -> dict:
+def _acceptance(cfg: RaceConfig, grids, official, curves) -> dict:
     """Per acceptance NFE: the optimised configuration with the smallest validation RMS, its test and holdout
     RMS against the best official on the same states, and whether both ratios are <= 1/3."""
     out = {}
     for n in ACCEPTANCE_NFES:
         if str(n) not in official:
             continue
-        candidates = [g for g in grids if g["config"]["steps"] == n]
+        candidates = [g for g in grids if _grid_nfe(cfg, g) == n]
         if not candidates:
             continue
         chosen = min(candidates, key=lambda g: g["errors"].get("validation", g["errors"]["train"])["rms"])

@@ -17,6 +17,9 @@ file locks, resumable stores, a reference cache.
   :mod:`analysis.tasks`). :class:`ResultStore`: small JSON entries keyed by string in one file, each with its
   checksum, merged under a lock on every :meth:`ResultStore.put`; a study that is interrupted and run again skips
   the keys already there.
+* :func:`solver_record` and :func:`solver_id`: what a saved result records of a solver object (a user's own need
+  not be serialisable) and how cache keys name it; :func:`fingerprint` hashes a solver object by its class, its
+  repr, its parameters and the source of its classes, so two different solvers never share a key.
 * :func:`cached_reference`: :func:`expsolver.reference_solve` with its result cached on disk under a key hashed
   from everything that determines it (target parameters, schedule, initial state, times, backend, method,
   tolerances, output times, and the source of the reference code); the cached file holds that key, the shapes and
@@ -29,13 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import inspect
 import io
 import json
 import math
 import os
 import platform
 import re
+import reprlib
 import sys
 import tempfile
 import warnings
@@ -47,8 +53,8 @@ import torch
 __all__ = ["result_type", "save_result", "load_result", "try_load_result", "provenance", "library_versions",
            "atomic_write_bytes", "atomic_write_json", "atomic_output", "file_lock", "ResultFileError",
            "DamagedResultWarning", "ResultFolder", "ResultStore", "cached_reference", "DEFAULT_CACHE_DIR",
-           "to_jsonable", "from_jsonable", "fingerprint", "content_digest", "MACHINE_FIELDS", "RESULT_FORMAT",
-           "STORE_FORMAT", "REFERENCE_FORMAT"]
+           "to_jsonable", "from_jsonable", "fingerprint", "content_digest", "solver_record", "solver_id",
+           "MACHINE_FIELDS", "RESULT_FORMAT", "STORE_FORMAT", "REFERENCE_FORMAT"]
 
 #: Format tags written into every file (a file of another format is not trusted).
 RESULT_FORMAT = "expsolver-result/2"
@@ -457,7 +463,8 @@ class ResultStore:
 # -- reference cache ----------------------------------------------------------------------------------------------
 def fingerprint(*parts) -> str:
     """SHA-256 hex digest of a sequence of numbers, strings, arrays, tensors, mixtures, schedules, and of lists,
-    tuples, dicts and dataclasses of them (by content); functions and classes count by their import path."""
+    tuples, dicts and dataclasses of them (by content); functions and classes count by their import path, objects of
+    the solver protocol by their class's import path, repr, parameters and the source of their classes."""
     digest = hashlib.sha256()
     for part in parts:
         for chunk in _fingerprint_chunks(part):
@@ -493,6 +500,13 @@ def _fingerprint_chunks(part):
         for key in sorted(part, key=repr):
             yield from _fingerprint_chunks(key)
             yield from _fingerprint_chunks(part[key])
+    elif _is_solver(part):
+        # Not by repr alone: the protocol's repr is the solver's name, which two differently parametrised rules
+        # (or two versions of one rule) may share.
+        yield f"solver {_type_path(type(part))}".encode()
+        yield repr(part).encode()
+        yield from _fingerprint_chunks(_class_sources(type(part)))
+        yield from _fingerprint_chunks(_solver_parameters(part, private=True))
     elif dataclasses.is_dataclass(part) and not isinstance(part, type):
         yield f"dataclass {type(part).__module__}.{type(part).__qualname__}".encode()
         for f in dataclasses.fields(part):
@@ -503,6 +517,75 @@ def _fingerprint_chunks(part):
         yield f"callable {part.__module__}.{part.__qualname__}".encode()
     else:
         yield repr(part).encode()
+
+
+# -- solver objects -------------------------------------------------------------------------------------------------
+def _is_solver(value) -> bool:
+    """Whether ``value`` is an object of the solver protocol (:func:`expsolver.driver.check_solver`)."""
+    from expsolver.driver import check_solver
+
+    if isinstance(value, type) or not (hasattr(value, "step") and hasattr(value, "plan")):
+        return False  # the common case, without building check_solver's message
+    try:
+        check_solver(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _type_path(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.lru_cache(maxsize=256)
+def _class_sources(cls) -> tuple:
+    """The source of ``cls`` and of its base classes (``object`` aside), where Python can find it (a class typed
+    into an interactive session has none: its import path stands in)."""
+    sources = []
+    for base in cls.__mro__[:-1]:
+        try:
+            sources.append(inspect.getsource(base))
+        except (OSError, TypeError):
+            sources.append(_type_path(base))
+    return tuple(sources)
+
+
+def _solver_parameters(solver, private: bool = False) -> dict:
+    """The data attributes of a solver object: those set on its classes (e.g. a Runge-Kutta rule's ``c2``) and on
+    the instance (its ``__dict__`` or slots), the instance's last. Methods and descriptors are not parameters;
+    names starting with ``_`` are left out unless ``private``."""
+    def wanted(key):
+        return not key.startswith("__") and (private or not key.startswith("_"))
+
+    params, slots = {}, []
+    for cls in reversed(type(solver).__mro__[:-1]):
+        for key, value in vars(cls).items():
+            if wanted(key) and not (callable(value) or inspect.isdatadescriptor(value)
+                                    or inspect.ismethoddescriptor(value)):
+                params[key] = value
+        slots += [cls.__slots__] if isinstance(cls.__dict__.get("__slots__"), str) else list(
+            cls.__dict__.get("__slots__", ()))
+    for key in slots:
+        if wanted(key) and hasattr(solver, key):
+            params[key] = getattr(solver, key)
+    params.update((key, value) for key, value in getattr(solver, "__dict__", {}).items() if wanted(key))
+    return params
+
+
+def solver_record(solver) -> dict:
+    """What a saved result records of a solver object, which is not saved itself (a user's solver need not be
+    JSON-serialisable): ``type`` (its class's import path), ``repr``, the declared ``order`` and ``parameters``, the
+    (abbreviated) reprs of its data attributes, class-level ones included."""
+    params = _solver_parameters(solver)
+    return dict(type=_type_path(type(solver)), repr=repr(solver), order=int(solver.order),
+                parameters={key: reprlib.repr(params[key]) for key in sorted(params) if key not in ("order", "name")})
+
+
+def solver_id(solver) -> str:
+    """The name of a solver object in cache keys: ``"module.Class(repr)#digest"``, the digest a
+    :func:`fingerprint` of the object (its class, repr, parameters and the source of its classes). Two solvers
+    that differ in any of these get different ids, so a cached result is never reused for another solver."""
+    return f"{_type_path(type(solver))}({solver!r})#{fingerprint(solver)[:24]}"
 
 
 #: Fields that record where and how fast a result was computed, not what it is (:func:`content_digest`).

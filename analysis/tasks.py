@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import time
@@ -43,7 +44,7 @@ import torch
 from .results import fingerprint
 
 __all__ = ["Task", "run_tasks", "open_executor", "LocalProcesses", "available_cpus", "one_torch_thread",
-           "code_fingerprint", "WorkerLostWarning"]
+           "code_fingerprint", "check_picklable", "WorkerLostWarning"]
 
 #: Modules of ``analysis`` that do not determine any result (plot styles, summaries, the benchmark, the task
 #: machinery) and the race, whose tasks add its source themselves: left out of :func:`code_fingerprint`.
@@ -85,6 +86,21 @@ def code_fingerprint(module: str | None = None) -> str:
             parts.append(_source(extra.__file__, module))
         _CODE_FINGERPRINTS[module] = fingerprint(*parts)[:16]
     return _CODE_FINGERPRINTS[module]
+
+
+def check_picklable(value, name: str):
+    """``value`` if it survives a pickle round trip, as a task's arguments must to reach a worker process; else a
+    ``TypeError`` naming ``name``. Objects pickle by reference to their class: an instance of a class defined at
+    the top level of an importable module does (``examples/custom_solver.py``'s solvers, imported as
+    ``examples.custom_solver``); one of a class defined inside a function, or loaded from a file under a module
+    name that cannot be imported, does not."""
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception as exc:  # PicklingError, AttributeError, TypeError, ImportError: the cause is in the message
+        raise TypeError(f"{name} must be picklable to run in worker processes (an instance of a class defined at "
+                        f"the top level of an importable module); {value!r} of type {type(value).__qualname__} "
+                        f"is not ({type(exc).__name__}: {exc})") from None
+    return value
 
 
 def _source(path: str, name: str) -> str:

@@ -5,7 +5,8 @@ rtol = atol = 1e-12). NFE is counted the same way for all: the number of batched
 by :class:`expsolver.models.ModelWrapper` (``SampleResult.nfe`` and ``ReferenceResult.nfe``), including the
 start-up calls of adaptive solvers (initial step selection) and rejected steps.
 
-* DPM-Solver family: a :class:`analysis.global_error.GlobalErrorStudy` over NFE budgets;
+* DPM-Solver family: a :class:`analysis.global_error.GlobalErrorStudy` over NFE budgets (its runs may also be
+  solver objects, a user's own included: :class:`analysis.global_error.SolverRun`);
 * classical solvers, through :func:`expsolver.reference_solve` in the smooth ``lambda`` variable (the same ODE,
   ``dx/dlam = sigma^2 x - sigma eps``): torchdiffeq ``rk4`` (fixed grid, several ``n_steps``) and ``dopri5``
   (several tolerances), SciPy ``RK45`` and ``DOP853`` (several tolerances, ``atol = rtol``).
@@ -107,8 +108,11 @@ def work_precision_study(target, schedule, *, target_name: str = "target", dpm_r
     ----------
     target, schedule
     target_name : str
-    dpm_runs : sequence of SolverRun, optional
-        Default: every registry configuration with both algorithm types (:func:`registry_runs`), logSNR grid.
+    dpm_runs : sequence of SolverRun, str or Solver, optional
+        Default: every registry configuration with both algorithm types (:func:`registry_runs`), logSNR grid. As
+        for :func:`analysis.global_error.global_error_study`: a registry name, or a solver object of the protocol
+        :class:`expsolver.Solver` (:meth:`~analysis.global_error.SolverRun.from_solver`, data prediction, logSNR
+        grid), or a :class:`~analysis.global_error.SolverRun` of either.
     nfes : sequence of int
         NFE budgets of the DPM-Solver runs.
     classical : sequence of ClassicalSolver
