@@ -89,7 +89,7 @@ def _plot_grids(ax, study):
             ax.plot(model_lams, np.full_like(model_lams, n) + 0.3, linestyle="none", marker="x", markersize=5,
                     color="black")
     ax.set_xlabel("$\\lambda$ = log($\\alpha$/$\\sigma$) of the grid points")
-    ax.set_ylabel("NFE (grid optimised for it)")
+    ax.set_ylabel("steps of the optimised grid")
     ax.set_title(f"optimised grids of {name} ({why})\n(grey: uniform in $\\lambda$; x: model times)", fontsize=10)
     ax.grid(alpha=0.3)
 
