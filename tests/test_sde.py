@@ -346,6 +346,7 @@ def test_high_nfe_samples_match_exact_moments(sched, name):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("test_sde.py::weak_order")  # no shared fixture: runs beside the rest of the file
 def test_weak_order_mixture_second_order():
     """Second weak order of SDE-DPM-Solver++(2M) on the mixture (~100 s): 80,000 paths, 32-256 steps.
 
