@@ -9,12 +9,13 @@ them) the ``lam`` increments are ``(lam_end - lam_start) * softmax(theta)``, so
 ``lam_i = lam_start + (lam_end - lam_start) * sum_{j<i} softmax(theta)_j``, strictly increasing for any ``theta``.
 
 **Differentiating the solver.** The step rules are the ones :func:`expsolver.sample` uses, run by the same
-:func:`expsolver.integrate` loop, on a problem whose times are the (tensor) ``lam_i`` themselves (``rho =
-lam``; for a VP schedule ``alpha``, ``sigma`` and every step coefficient are analytic functions of ``lam``), so
-autograd sees every coefficient. The model is called at the float time ``t(lam_i)`` through the
-:class:`~expsolver.models.ModelWrapper`; its output is differentiated by autograd in ``x`` and by a one-sided
-finite difference in ``lam`` (step ``1e-6``, one extra model call per evaluation; relative gradient error ~1e-6),
-so any model works, including ones whose time input is not differentiable.
+:func:`expsolver.integrate` loop, on the sampler's diffusion ODE with the (tensor) ``lam_i`` themselves as its times
+(:class:`~expsolver.problems.LamDiffusionODE`: for a VP schedule ``alpha``, ``sigma`` and every step coefficient
+are analytic functions of ``lam``, computed by the same code as the sampler's), so autograd sees every
+coefficient. The model is called at the float time ``t(lam_i)`` through the
+:class:`~expsolver.models.ModelWrapper`; its output is differentiated by autograd in ``x`` and, at decoupled model
+times, by a one-sided finite difference in ``lam`` (step ``1e-6``, one extra model call per evaluation; relative
+gradient error ~1e-6), so any model works, including ones whose time input is not differentiable.
 
 **Training set that represents the tail.** The RMS error users quote is dominated by a few states that end near
 mode boundaries; a small random batch misses them and the grid overfits the bulk. The pool ``x_train`` is
@@ -65,19 +66,17 @@ import torch
 from ._validation import check_bool, check_int, check_positive_float, check_state
 from .grids import SKIP_TYPES, check_grid, time_grid
 from .models import ModelWrapper
-from .phi_functions import phis
-from .problems import SemiLinearProblem, StepCoefficients
+from .problems import LamDiffusionODE
 from .reference import reference_solve
 from .driver import integrate
 from .sampling import PREDICTION_OF, sample, solver_from_options
-from .schedules import VPSchedule, _softplus
+from .schedules import VPSchedule
 from .solvers.base import Step
 
 __all__ = ["optimize_timesteps", "OptimizedGrid", "grid_error", "config_label", "solve_on_lams", "OPTIMIZABLE_METHODS"]
 
 OPTIMIZABLE_METHODS = ("multistep", "singlestep", "singlestep_fixed", "unipc")
 _SHIFTABLE_METHODS = ("multistep", "unipc")  # one model call per grid point: decoupled model times apply
-_FD_STEP = 1e-6
 _MAX_RESTARTS = 2
 _BLOWUP_LOSS = 1e3  # log-objective returned for a trial grid on which the solution blew up
 # Options shown in a grid's label only when they differ from sample()'s defaults.
@@ -208,107 +207,6 @@ def grid_error(x, ref, weights=None) -> dict:
     cum = np.cumsum(w[order]) / w.sum()
     return dict(rms=float(np.sqrt(np.sum(w * e**2) / w.sum())),
                 median=float(e[order][np.searchsorted(cum, 0.5)]), n=int(e.shape[0]))
-
-
-class _Phis(torch.autograd.Function):
-    """``[phi_1(z), ..., phi_n(z)]`` of a 0-dim float64 tensor ``z``, evaluated by :func:`expsolver.phi_functions.phis` on
-    the float (one source of the values) with the derivative ``phi_k'(z) = phi_k(z) - k phi_{k+1}(z)`` (from
-    ``phi_k(z) = int_0^1 e^{(1-u) z} u^{k-1}/(k-1)! du``). Much cheaper than differentiating the 30-term series."""
-
-    @staticmethod
-    def forward(ctx, z, n):
-        values = phis(n + 1, float(z))
-        ctx.save_for_backward(torch.tensor(values, dtype=torch.float64))
-        return torch.tensor(values[1:n + 1], dtype=torch.float64)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (values,) = ctx.saved_tensors
-        k = torch.arange(1, len(grad) + 1, dtype=torch.float64)
-        return torch.sum(grad * (values[1:-1] - k * values[2:])), None
-
-
-@dataclass(frozen=True)
-class _GridStepCoefficients(StepCoefficients):
-    """:class:`StepCoefficients` with a 0-dim tensor ``h`` and float ``z``: ``integrals`` via :class:`_Phis`."""
-
-    def integrals(self, n: int) -> list:
-        values = _Phis.apply(self.z * self.h, n)
-        return [self.h ** (j + 1) * values[j] for j in range(n)]
-
-
-class _LamGridODE(SemiLinearProblem):
-    """The diffusion ODE with ``lam`` as its time variable (``rho = t = lam``), differentiable in the grid.
-
-    Same coefficients as :class:`~expsolver.problems.DiffusionODE` (noise form: ``linear = alpha_t/alpha_s``,
-    ``scale = -sigma_t``, ``z = 1``; data form: ``sigma_t/sigma_s``, ``alpha_t``, ``z = -1``), written in ``lam``
-    with ``log alpha = -softplus(-2 lam)/2``, ``log sigma = -softplus(2 lam)/2``, so they accept 0-dim tensors.
-    """
-
-    def __init__(self, schedule, wrapper: ModelWrapper, prediction: str, endpoints: dict, query_lams=None):
-        self.schedule = schedule
-        self.model = wrapper
-        self.prediction = prediction
-        self._endpoints = endpoints  # lam (float) -> exact time, so the end points hit t_start, t_end exactly
-        # Decoupled model times: grid lam (float) -> the lam (0-dim tensor) at which the model is queried there.
-        self._query_lams = query_lams or {}
-
-    @property
-    def nfe(self) -> int:
-        return self.model.nfe
-
-    def rho(self, t):
-        return t
-
-    def t_of_rho(self, rho):
-        return rho
-
-    @staticmethod
-    def _logs(lam):
-        lam = torch.as_tensor(lam, dtype=torch.float64)
-        return -0.5 * _softplus(-2.0 * lam), -0.5 * _softplus(2.0 * lam)  # log alpha, log sigma
-
-    def coefficients(self, s, t) -> StepCoefficients:
-        la_s, ls_s = self._logs(s)
-        la_t, ls_t = self._logs(t)
-        h = t - s
-        if self.prediction == "noise":
-            return _GridStepCoefficients(h, torch.exp(la_t - la_s), -torch.exp(ls_t), 1.0)
-        return _GridStepCoefficients(h, torch.exp(ls_t - ls_s), torch.exp(la_t), -1.0)
-
-    def _value(self, x, lam: float):
-        t = self._endpoints.get(lam)
-        if t is None:
-            t = self.schedule.lam_inverse_float(lam)
-        alpha, sigma = math.exp(-0.5 * _softplus_float(-2.0 * lam)), math.exp(-0.5 * _softplus_float(2.0 * lam))
-        if self.prediction == "noise":
-            return self.model.eps(x, t, alpha, sigma)
-        return self.model.data(x, t, alpha, sigma)
-
-    def nonlinear(self, x, t):
-        lam = float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
-        query = self._query_lams.get(lam, t)
-        lam = float(query.detach()) if isinstance(query, torch.Tensor) else float(query)
-        n = self._value(x, lam)
-        if isinstance(query, torch.Tensor) and query.requires_grad:
-            # d N / d lam at fixed x, by a one-sided difference: the model's time input need not be differentiable.
-            with torch.no_grad():
-                delta = _FD_STEP * max(1.0, abs(lam))
-                slope = (self._value(x.detach(), lam + delta) - n.detach()) / delta
-            n = n + (query - query.detach()).to(n.dtype) * slope
-        return n
-
-    def data_at(self, x, lam: float):
-        """The data prediction at a fixed ``lam`` (``denoise_to_zero``)."""
-        saved, self.prediction = self.prediction, "data"
-        try:
-            return self._value(x, lam)
-        finally:
-            self.prediction = saved
-
-
-def _softplus_float(z: float) -> float:
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
 
 
 def _lams(theta: torch.Tensor, lam_start: float, lam_end: float) -> list:
@@ -782,7 +680,12 @@ def solve_on_lams(model, schedule, x, lams, orders, options, endpoints, time_inp
     wrapper = ModelWrapper(model, schedule, model_type=options.get("model_type", "noise"), time_input=time_input,
                            check_finite=False)
     query_lams = None if model_lams is None else {float(lams[i].detach()): q for i, q in enumerate(model_lams)}
-    problem = _LamGridODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], endpoints, query_lams)
+
+    def time_of_lam(lam: float) -> float:  # the end points at their exact times
+        t = endpoints.get(lam)
+        return schedule.lam_inverse_float(lam) if t is None else t
+
+    problem = LamDiffusionODE(schedule, wrapper, PREDICTION_OF[options["algorithm_type"]], query_lams, time_of_lam)
     if solver is None:
         solver, _ = solver_from_options(options["method"], options["order"], options["solver_type"],
                                         compat=options["compat"], variant=options.get("variant"),

@@ -24,6 +24,9 @@ Problems here:
   Noise form (DPM-Solver eq. (3.4), seed (16)): ``N = eps_theta``, ``linear = alpha_t/alpha_s``,
   ``scale = -sigma_t``, ``z = 1``. Data form (DPM-Solver++ eq. (9)): ``N = x0_theta``,
   ``linear = sigma_t/sigma_s``, ``scale = alpha_t``, ``z = -1``.
+* :class:`LamDiffusionODE`: the same ODE with ``lam`` itself as the time variable, its coefficients floats or
+  differentiable 0-dim tensors of ``lam`` and its ``rhs`` ``dx/dlam``: the one diffusion ODE in ``lam`` that the
+  samplers, the reference solutions and the grid optimiser share.
 * :class:`BernoulliETDProblem`: the :class:`SemiLinearODE` ``dx/dt = L x + c x^2`` (diagonal ``L``) whose exact
   solution is known.
 """
@@ -41,11 +44,11 @@ import torch
 from ._buffers import BufferPool
 from ._validation import check_choice, check_float
 from .models import ModelWrapper
-from .schedules import VPSchedule
-from .phi_functions import phi_matrices, phis
+from .schedules import VPSchedule, log_alpha_of_lam, log_sigma_of_lam
+from .phi_functions import _DifferentiablePhis, phi_matrices, phis
 
 __all__ = ["StepCoefficients", "PhiCombination", "MatrixCoefficient", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE",
-           "BernoulliETDProblem", "PREDICTIONS", "combine"]
+           "LamDiffusionODE", "BernoulliETDProblem", "PREDICTIONS", "combine"]
 
 PREDICTIONS = ("noise", "data")
 
@@ -472,12 +475,20 @@ def _as_linear_part(value, name: str):
 
 
 class DiffusionODE(SemiLinearProblem):
-    """The probability-flow ODE of a VP diffusion model in the half log-SNR ``lam``.
+    """The probability-flow ODE of a VP diffusion model (DPM-Solver eq. (2.4)), integrated in the half log-SNR ``lam``.
 
-    ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps_theta(x, t)``, integrated exactly in its linear part:
+    ``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps_theta(x, t)`` (:meth:`rhs`), integrated exactly in its linear part
+    (:meth:`coefficients`):
 
-    * ``prediction="noise"``: ``x_t = (alpha_t/alpha_s) x_s - alpha_t int_{lam_s}^{lam_t} e^{-lam} eps dlam``
-    * ``prediction="data"``: ``x_t = (sigma_t/sigma_s) x_s + sigma_t int_{lam_s}^{lam_t} e^{lam} x0 dlam``
+    * ``prediction="noise"`` (DPM-Solver eq. (3.4)):
+      ``x_t = (alpha_t/alpha_s) x_s - alpha_t int_{lam_s}^{lam_t} e^{-lam} eps dlam``
+    * ``prediction="data"`` (DPM-Solver++ eq. (9)):
+      ``x_t = (sigma_t/sigma_s) x_s + sigma_t int_{lam_s}^{lam_t} e^{lam} x0 dlam``
+
+    The time variable is ``t``: float64 times, ``rho = lam_t``, and ``(lam, log alpha, alpha, sigma)`` from the
+    schedule (:meth:`point`). :class:`LamDiffusionODE` is this ODE with ``lam`` itself as the time variable (the
+    reference solutions and the grid optimiser integrate it): it inherits the step coefficients, the model
+    evaluation and the data prediction, and replaces only the map from its time to the quantities they use.
 
     Parameters
     ----------
@@ -528,6 +539,10 @@ class DiffusionODE(SemiLinearProblem):
             self._points[t] = p
         return p
 
+    def model_time(self, t: float) -> float:
+        """The schedule time at which the model is called at the problem time ``t``: ``t`` itself."""
+        return t
+
     def rho(self, t: float) -> float:
         return self.point(t)[0]
 
@@ -536,25 +551,157 @@ class DiffusionODE(SemiLinearProblem):
 
     def nonlinear(self, x: torch.Tensor, t: float) -> torch.Tensor:
         t = self._query_times.get(t, t)
-        _, _, alpha, sigma = self.point(t)
-        if self.prediction == "noise":
-            self.latest = self.model.eps(x, t, alpha, sigma, pool=self._pool)
-        else:
-            self.latest = self.model.data(x, t, alpha, sigma, pool=self._pool)
+        self.latest = self._prediction(x, t, self.prediction, self._pool)
         return self.latest  # also what the driver's callback reports as the prediction
 
-    def coefficients(self, s: float, t: float) -> StepCoefficients:
+    def data_at(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """The data prediction ``x0_theta(x, t)`` whatever the form (``denoise_to_zero``); one model call."""
+        return self._prediction(x, t, "data")
+
+    def _prediction(self, x, t, prediction: str, pool=None) -> torch.Tensor:
+        """The model's ``prediction`` at the problem time ``t`` (float): called at :meth:`model_time`, converted
+        with ``alpha`` and ``sigma`` of :meth:`point`."""
+        _, _, alpha, sigma = self.point(t)
+        if prediction == "noise":
+            return self.model.eps(x, self.model_time(t), alpha, sigma, pool=pool)
+        return self.model.data(x, self.model_time(t), alpha, sigma, pool=pool)
+
+    def coefficients(self, s, t) -> StepCoefficients:
+        """Formula (*) for ``s -> t``, ``h = lam_t - lam_s``: noise form ``linear = alpha_t/alpha_s =
+        exp(log alpha_t - log alpha_s)``, ``scale = -sigma_t``, ``z = 1`` (DPM-Solver eq. (3.4)); data form
+        ``linear = sigma_t/sigma_s``, ``scale = alpha_t``, ``z = -1`` (DPM-Solver++ eq. (9)). The quantities come
+        from :meth:`_step_quantities`.
+
+        Floats at float times; 0-dim float64 tensors, differentiable in the times, at tensor times (a
+        :class:`LamDiffusionODE` on a grid of tensors), their integrals by :class:`_DifferentiableStepCoefficients`.
+        """
+        h, log_alpha_s, log_alpha_t, alpha_t, sigma_t, sigma_ratio = self._step_quantities(s, t)
+        make = _DifferentiableStepCoefficients if isinstance(h, torch.Tensor) else StepCoefficients
+        if self.prediction == "noise":
+            return make(h, _exp(log_alpha_t - log_alpha_s), -sigma_t, 1.0, self._pool)
+        return make(h, sigma_ratio, alpha_t, -1.0, self._pool)
+
+    def _step_quantities(self, s, t) -> tuple:
+        """``(h, log alpha_s, log alpha_t, alpha_t, sigma_t, sigma_t / sigma_s)`` of the step ``s -> t``, from the
+        cached :meth:`point` at both ends. In ``t`` the schedule gives ``log alpha`` and ``sigma = sqrt(-expm1(2 log
+        alpha))``, so ``sigma_t / sigma_s`` is the quotient of the sigmas (the official implementation's arithmetic,
+        which :func:`expsolver.sample` reproduces bit for bit)."""
         lam_s, log_alpha_s, _, sigma_s = self.point(s)
         lam_t, log_alpha_t, alpha_t, sigma_t = self.point(t)
-        h = lam_t - lam_s
-        if self.prediction == "noise":
-            return StepCoefficients(h, math.exp(log_alpha_t - log_alpha_s), -sigma_t, 1.0, self._pool)
-        return StepCoefficients(h, sigma_t / sigma_s, alpha_t, -1.0, self._pool)
+        return lam_t - lam_s, log_alpha_s, log_alpha_t, alpha_t, sigma_t, sigma_t / sigma_s
 
     def rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        """``dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps_theta(x, t)`` (one model call; the model's output in the
+        state's dtype). ``f``, ``g^2``, ``alpha``, ``sigma`` are the schedule's (validated) values at ``t``."""
+        f, g2, sigma = self.schedule.f(t), self.schedule.g2(t), self.schedule.sigma(t)
+        eps = self.model.eps(x, t, self.schedule.alpha(t), sigma).to(x.dtype)
+        return f * x + (g2 / (2.0 * sigma)) * eps
+
+
+class LamDiffusionODE(DiffusionODE):
+    """The :class:`DiffusionODE` with the half log-SNR ``lam`` as its time variable (``rho = t = lam``).
+
+    For a VP schedule ``alpha`` and ``sigma`` are functions of ``lam`` alone (``log alpha = -softplus(-2 lam)/2``,
+    ``log sigma = -softplus(2 lam)/2``: :func:`~expsolver.schedules.log_alpha_of_lam`,
+    :func:`~expsolver.schedules.log_sigma_of_lam`); the schedule enters only through the time ``t(lam)`` handed to
+    the model. Only that map differs from :class:`DiffusionODE`, whose step coefficients
+    (:meth:`~DiffusionODE.coefficients`) and model evaluation this class uses:
+
+    * :meth:`point` and :meth:`_step_quantities` of float ``lam`` give floats, of 0-dim float64 tensors 0-dim
+      tensors differentiable in ``lam``: on a grid of tensors every step coefficient is differentiable in the grid
+      (the grid optimiser, :func:`expsolver.optimize_timesteps`);
+    * the model is called at ``time_of_lam(lam)`` (a float), converted with ``alpha``, ``sigma`` of ``lam``;
+    * :meth:`rhs` is ``dx/dlam``: with ``d log alpha / d lam = sigma^2`` and ``d(x/alpha)/dlam = -e^{-lam} eps``
+      (DPM-Solver eq. (3.3)),
+
+          dx/dlam = sigma^2(lam) x - sigma(lam) eps_theta(x, t(lam)),                                       (R)
+
+      the right-hand side of the reference solutions in ``lam`` (:func:`expsolver.reference_solve`).
+
+    Parameters
+    ----------
+    schedule, model, prediction
+        As for :class:`DiffusionODE`.
+    query_times : dict, optional
+        Decoupled model times: grid ``lam`` (float) -> the ``lam`` at which the model is queried there, a float or
+        a 0-dim tensor. Where that tensor requires grad, the prediction's derivative in it is a one-sided finite
+        difference (step ``1e-6 max(1, |lam|)``, one more model call): the model's time input need not be
+        differentiable.
+    time_of_lam : callable, optional
+        ``lam (float) -> t``, the time at which the model is called; default ``schedule.lam_inverse_float``.
+    """
+
+    def __init__(self, schedule, model: ModelWrapper, prediction: str = "noise", query_times: dict | None = None,
+                 time_of_lam=None):
+        super().__init__(schedule, model, prediction, query_times)
+        if time_of_lam is not None and not callable(time_of_lam):
+            raise TypeError(f"time_of_lam must be callable as time_of_lam(lam), got {type(time_of_lam).__name__}")
+        self._time_of_lam = schedule.lam_inverse_float if time_of_lam is None else time_of_lam
+
+    def point(self, lam) -> tuple:
+        """``(lam, log_alpha, alpha, sigma)`` at ``lam``: floats for a float, 0-dim tensors for a tensor."""
+        log_alpha = log_alpha_of_lam(lam)
+        return lam, log_alpha, _exp(log_alpha), _exp(log_sigma_of_lam(lam))
+
+    def model_time(self, lam: float) -> float:
+        return self._time_of_lam(lam)
+
+    def _step_quantities(self, s, t) -> tuple:
+        """As :meth:`DiffusionODE._step_quantities`, from ``log alpha`` and ``log sigma`` at both ends, which in
+        ``lam`` are computed first: ``sigma_t / sigma_s = exp(log sigma_t - log sigma_s)``, like ``alpha_t /
+        alpha_s`` one exponential of a difference (on a grid of tensors, one smooth function of the two ``lam``)."""
+        log_alpha_s, log_sigma_s = log_alpha_of_lam(s), log_sigma_of_lam(s)
+        log_alpha_t, log_sigma_t = log_alpha_of_lam(t), log_sigma_of_lam(t)
+        return (t - s, log_alpha_s, log_alpha_t, _exp(log_alpha_t), _exp(log_sigma_t),
+                _exp(log_sigma_t - log_sigma_s))
+
+    def rho(self, t):
+        return t
+
+    def t_of_rho(self, rho):
+        return rho
+
+    def nonlinear(self, x: torch.Tensor, t) -> torch.Tensor:
+        query = self._query_times.get(_float(t), t)
+        lam = _float(query)
+        n = self._prediction(x, lam, self.prediction, self._pool)
+        if isinstance(query, torch.Tensor) and query.requires_grad:
+            # d N / d lam at fixed x, by a one-sided difference: the model's time input need not be differentiable.
+            with torch.no_grad():
+                delta = _FD_STEP * max(1.0, abs(lam))
+                slope = (self._prediction(x.detach(), lam + delta, self.prediction, self._pool) - n.detach()) / delta
+            n = n + (query - query.detach()).to(n.dtype) * slope
+        self.latest = n
+        return n
+
+    def rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        """``dx/dlam`` of (R) at ``lam = t`` (one model call; the model's output in the state's dtype)."""
         _, _, alpha, sigma = self.point(t)
-        f, g2 = self.schedule.f(t), self.schedule.g2(t)
-        return f * x + (g2 / (2.0 * sigma)) * self.model.eps(x, t, alpha, sigma)
+        eps = self.model.eps(x, self.model_time(t), alpha, sigma).to(x.dtype)
+        return (sigma * sigma) * x - sigma * eps
+
+
+#: Relative step of the finite difference in a decoupled model time (:class:`LamDiffusionODE`).
+_FD_STEP = 1e-6
+
+
+def _exp(value):
+    """``e^value`` of a float (float) or a tensor (tensor, differentiable)."""
+    return torch.exp(value) if isinstance(value, torch.Tensor) else math.exp(value)
+
+
+def _float(value) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+@dataclass(frozen=True)
+class _DifferentiableStepCoefficients(StepCoefficients):
+    """:class:`StepCoefficients` of a step whose times are 0-dim float64 tensors (``h`` a tensor, ``z`` a float):
+    ``integrals`` through :class:`~expsolver.phi_functions._DifferentiablePhis`, differentiable in ``h``."""
+
+    def integrals(self, n: int) -> list:
+        values = _DifferentiablePhis.apply(self.z * self.h, n)
+        return [self.h ** (j + 1) * values[j] for j in range(n)]
 
 
 class BernoulliETDProblem(SemiLinearODE):

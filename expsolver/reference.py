@@ -11,7 +11,9 @@ Two call forms of :func:`reference_solve`:
   ``dx/dt = rhs(t, x)`` integrated in ``t``, in either direction. Stiff problems take ``method="Radau"`` or
   ``"BDF"``, whose Jacobian ``d rhs / dx`` (``L + dN/dx`` for a :class:`~expsolver.problems.SemiLinearODE`) comes
   from autograd (``jacobian="autograd"``) or central differences (``jacobian="fd"``). A
-  :class:`~expsolver.problems.DiffusionODE` is integrated as the diffusion form below, with its own model.
+  :class:`~expsolver.problems.DiffusionODE` is integrated as the diffusion form below, with its own model; a
+  :class:`~expsolver.problems.LamDiffusionODE`, whose time is ``lam``, like any problem (its ``rhs`` is (R)
+  below, the times are ``lam``).
   ``error_estimate=True`` (the default of this form) also solves at tolerances 10 times tighter and reports the
   difference.
 * ``reference_solve(model, schedule, x, t_start, t_end, ...)``: the probability-flow ODE of a noise-prediction
@@ -24,7 +26,9 @@ probability-flow ODE is (DPM-Solver eq. (2.3))
 
     dx/dt = f(t) x + g^2(t) / (2 sigma_t) eps(x, t),       f = d log alpha_t / dt,  g^2 = -2 sigma_t^2 d lam_t / dt,
 
-integrated from ``t_start`` down to ``t_end``. Two integration variables are offered.
+integrated from ``t_start`` down to ``t_end``. Two integration variables are offered. Both right-hand sides are
+the problem's own: :meth:`DiffusionODE.rhs` in ``t`` and :meth:`LamDiffusionODE.rhs` in ``lam`` (noise form), the
+same ODE the samplers and the grid optimiser integrate.
 
 ``variable="lambda"`` (default). Change the time to the half log-SNR ``lam_t = log alpha_t - log sigma_t``,
 strictly decreasing in ``t``. With ``alpha^2 + sigma^2 = 1``,
@@ -88,7 +92,7 @@ from ._validation import (
     check_state,
 )
 from .models import ModelWrapper
-from .problems import DiffusionODE, SemiLinearProblem
+from .problems import DiffusionODE, LamDiffusionODE, SemiLinearProblem
 from .schedules import VPSchedule
 
 __all__ = [
@@ -188,27 +192,25 @@ class ReferenceResult:
 
 
 
-def _softplus(z: float) -> float:
-    """``log(1 + e^z)`` without overflow or loss of precision."""
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
 class _Rhs:
-    """The right-hand side in the chosen variable ``s`` (``lam`` or ``t``), on tensors of the state's shape.
+    """The probability-flow ODE's right-hand side in the chosen variable ``s`` (``lam`` or ``t``), on tensors of the
+    state's shape: ``problem.rhs`` of the :class:`~expsolver.problems.LamDiffusionODE` (``dx/dlam``, (R)) or of the
+    :class:`~expsolver.problems.DiffusionODE` (``dx/dt``), in the noise form.
 
-    ``s`` is clamped into ``[s_lo, s_hi]`` (see the module docstring) and every model call goes through the
-    :class:`ModelWrapper` (the NFE counter).
+    ``s`` is clamped into ``[s_lo, s_hi]`` (see the module docstring), the model is called at :meth:`to_time` and
+    every model call goes through the :class:`ModelWrapper` (the NFE counter).
     """
 
     def __init__(self, wrapper: ModelWrapper, schedule: VPSchedule, variable: str, t_start: float, t_end: float):
-        self.wrapper = wrapper
         self.schedule = schedule
         self.variable = variable
         self.t_start, self.t_end = t_start, t_end
         if variable == "lambda":
             self.s_start, self.s_end = schedule.lam(t_start), schedule.lam(t_end)
+            self.problem = LamDiffusionODE(schedule, wrapper, "noise", time_of_lam=self.to_time)
         else:
             self.s_start, self.s_end = t_start, t_end
+            self.problem = DiffusionODE(schedule, wrapper, "noise")
         self.s_lo, self.s_hi = min(self.s_start, self.s_end), max(self.s_start, self.s_end)
 
     def to_variable(self, t: float) -> float:
@@ -234,17 +236,7 @@ class _Rhs:
         return None
 
     def __call__(self, s: float, x: torch.Tensor) -> torch.Tensor:
-        t = self.to_time(s)
-        if self.variable == "lambda":
-            lam = min(max(s, self.s_lo), self.s_hi)
-            log_sigma = -0.5 * _softplus(2.0 * lam)  # sigma^2 = sigmoid(-2 lam)
-            sigma = math.exp(log_sigma)
-            alpha = math.exp(-0.5 * _softplus(-2.0 * lam))
-            eps = self.wrapper.eps(x, t, alpha, sigma).to(x.dtype)
-            return (sigma * sigma) * x - sigma * eps
-        f, g2, sigma = self.schedule.f(t), self.schedule.g2(t), self.schedule.sigma(t)
-        eps = self.wrapper.eps(x, t, self.schedule.alpha(t), sigma).to(x.dtype)
-        return f * x + (g2 / (2.0 * sigma)) * eps
+        return self.problem.rhs(min(max(s, self.s_lo), self.s_hi), x)
 
 
 class _ProblemRhs:
@@ -338,7 +330,8 @@ def reference_solve(problem, *args, backend: str = "scipy", method: str | None =
         ``rtol = atol = 3e-11`` with DOP853 (about 700-750 calls); RK45 and dopri5 need 1,000-1,400.
     variable : {None, "lambda", "t"}
         Integration variable of the diffusion ODE: ``"lambda"`` (smooth, recommended; the default) or ``"t"`` (the
-        plain ODE). Other problems are integrated in ``t`` (``None`` or ``"t"``).
+        plain ODE). Other problems are integrated in their own time ``t`` (``None`` or ``"t"``; ``lam`` for a
+        :class:`~expsolver.problems.LamDiffusionODE`).
     ts : sequence of float, optional
         Strictly monotone times inside the interval, in the direction of integration, at which to also return the
         state (``.xs``). The integrators step exactly onto them (no dense-output interpolation): SciPy restarts at
@@ -440,7 +433,7 @@ def _solve_problem(problem: SemiLinearProblem, x: torch.Tensor, t_start: float, 
                    error_estimate, run: dict) -> ReferenceResult:
     """The first form of :func:`reference_solve`."""
     jacobian = check_choice(jacobian, "jacobian", JACOBIANS)
-    if isinstance(problem, DiffusionODE):
+    if isinstance(problem, DiffusionODE) and not isinstance(problem, LamDiffusionODE):
         return _solve_diffusion_problem(problem.model, x, t_start, t_end, "lambda" if variable is None else variable,
                                         error_estimate, run)
     if variable not in (None, "t"):

@@ -214,8 +214,7 @@ def sample(model, schedule, x, *, steps=None, t_start=None, t_end=None, order=No
                         return_intermediates=return_intermediates, check_finite=check_finite)
         x = run.x
         if opts["denoise_to_zero"]:
-            _, _, alpha, sigma = problem.point(opts["t_end"])
-            x = wrapper.data(x, opts["t_end"], alpha, sigma)
+            x = problem.data_at(x, opts["t_end"])
             if run.intermediates is not None:
                 run.intermediates.append(x)
     return SampleResult(x=x, nfe=wrapper.nfe, timesteps=run.timesteps, orders=run.orders,

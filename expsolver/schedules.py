@@ -25,7 +25,7 @@ import torch
 
 from ._validation import check_finite_array, check_has_data, check_positive_float
 
-__all__ = ["VPSchedule", "VPLinear", "VPCosine", "VPDiscrete"]
+__all__ = ["VPSchedule", "VPLinear", "VPCosine", "VPDiscrete", "log_alpha_of_lam", "log_sigma_of_lam"]
 
 
 #: Smallest ``log alpha_T`` a schedule may reach: below it ``alpha_T`` is not a normal float64 number.
@@ -40,6 +40,21 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
 def _softplus_float(x: float) -> float:
     """:func:`_softplus` on a Python float."""
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def log_alpha_of_lam(lam):
+    """``log alpha = -softplus(-2 lam) / 2``: ``log alpha`` of a VP schedule as a function of its half log-SNR.
+
+    From ``lam = log alpha - log sigma`` and ``alpha^2 + sigma^2 = 1``: ``alpha^2 = sigmoid(2 lam)``, whatever the
+    schedule (DPM-Solver, Lu et al. 2022, Sec. 2 and App. D). ``lam``: a float (returns a float) or a float64 tensor
+    (returns a tensor, differentiable in ``lam``); full precision for every ``lam``.
+    """
+    return -0.5 * (_softplus(-2.0 * lam) if isinstance(lam, torch.Tensor) else _softplus_float(-2.0 * lam))
+
+
+def log_sigma_of_lam(lam):
+    """``log sigma = -softplus(2 lam) / 2`` (``sigma^2 = sigmoid(-2 lam)``): as :func:`log_alpha_of_lam`."""
+    return -0.5 * (_softplus(2.0 * lam) if isinstance(lam, torch.Tensor) else _softplus_float(2.0 * lam))
 
 
 class VPSchedule:
@@ -100,7 +115,7 @@ class VPSchedule:
 
     def lam_inverse_float(self, lam: float) -> float:
         """The time with half log-SNR ``lam`` (float64, not validated)."""
-        return self._t_from_log_alpha_float(-0.5 * _softplus_float(-2.0 * lam))
+        return self._t_from_log_alpha_float(log_alpha_of_lam(lam))
 
     def _t_from_log_alpha_float(self, log_alpha: float) -> float:
         return float(self._t_from_log_alpha(torch.tensor(log_alpha, dtype=torch.float64)))
@@ -115,7 +130,7 @@ class VPSchedule:
         return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
 
     def _inverse_lam(self, lam: torch.Tensor) -> torch.Tensor:
-        return self._t_from_log_alpha(-0.5 * _softplus(-2.0 * lam))
+        return self._t_from_log_alpha(log_alpha_of_lam(lam))
 
     def _apply(self, value, name, fn, check_range=True):
         if isinstance(value, torch.Tensor):

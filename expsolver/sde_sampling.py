@@ -100,8 +100,7 @@ def reverse_sde_sample(model, schedule, x, *, steps=None, t_start=None, t_end=No
         run = integrate(problem, rule, x, grid, return_intermediates=return_intermediates, check_finite=check_finite)
         x, intermediates = run.x, run.intermediates
         if denoise_to_zero:
-            _, _, alpha, sigma = problem.point(t_end)
-            x = wrapper.data(x, t_end, alpha, sigma)
+            x = problem.data_at(x, t_end)
             if intermediates is not None:
                 intermediates.append(x)
     options = dict(steps=steps, t_start=t_start, t_end=t_end, scheme=scheme, skip_type=skip_type,

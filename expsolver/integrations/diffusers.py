@@ -889,8 +889,7 @@ class ExpSolverScheduler(SchedulerMixin, ConfigMixin):
         """``denoise_to_zero``: the data prediction at ``t_end`` (as :func:`expsolver.sample`)."""
         t_end = float(self._run["grid"][-1])
         self._outputs.values, self._outputs.served = [model_output], 0
-        _, _, alpha, sigma = self._problem_run.point(t_end)
-        return self._problem_run.model.data(sample, t_end, alpha, sigma)
+        return self._problem_run.data_at(sample, t_end)
 
     # -- forward process ------------------------------------------------------------------------------------------
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
