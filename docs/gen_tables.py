@@ -482,7 +482,8 @@ def block_overhead(results) -> str:
 def block_overhead_baseline(results) -> str:
     bench = results["benchmark"]
     if not bench.get("baseline"):
-        return "*No baseline comparison in this benchmark run (`--baseline`).*"
+        return "\n".join(["*No baseline comparison in this benchmark run (`--baseline`).*", "",
+                          source(results, "benchmark")])
     src = bench["baseline_source"]
     rows = [[r["schedule"], r["method"], r["dtype"], r["threads"], percent(r["ratio"], 1),
              percent(r["baseline_ratio"], 1), f"{r['relative']:.3f}"] for r in bench["baseline"]]

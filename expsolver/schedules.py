@@ -33,8 +33,14 @@ _LOG_ALPHA_MIN = math.log(np.finfo(np.float64).tiny)
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x)`` to full float64 precision for every x (torch's softplus cuts off at x > 20)."""
-    return torch.clamp(x, min=0.0) + torch.log1p(torch.exp(-x.abs()))
+    """``log(1 + e^x)`` to full float64 precision for every x (torch's softplus cuts off at x > 20):
+    ``x + log1p(e^-x)`` for ``x > 0``, ``log1p(e^x)`` otherwise. Each branch sees only its own side of 0 (the
+    other side replaced by 0, so that no exponential overflows), so autograd differentiates the branch that is
+    used: the slope is ``sigmoid(x)`` everywhere, ``1/2`` at ``x = 0`` included."""
+    positive = x > 0
+    above = torch.where(positive, x, torch.zeros_like(x))
+    below = torch.where(positive, torch.zeros_like(x), x)
+    return torch.where(positive, above + torch.log1p(torch.exp(-above)), torch.log1p(torch.exp(below)))
 
 
 def _softplus_float(x: float) -> float:

@@ -50,10 +50,8 @@ def test_log_alpha_and_log_sigma_of_lam(lam):
         assert slope == pytest.approx(math.exp(2 * ls), rel=1e-14, abs=1e-300)  # d log alpha / d lam = sigma^2
 
 
-# Known exception: the softplus of expsolver.schedules is max(x, 0) + log1p(e^{-|x|}); at exactly x = 0 autograd
-# takes the derivative of max as 1 and that of |x| as 0, so the slope there is 1 instead of 1/2. Values are exact.
-@pytest.mark.xfail(strict=True, reason="autograd's subgradients of max and |x| at the kink of softplus at lam = 0")
 def test_slope_of_log_alpha_at_lam_zero():
+    """At lam = 0 (the kink of a max/abs form of softplus) the slope is still sigma^2 = 1/2."""
     assert _log_alpha_and_slope(0.0)[1] == pytest.approx(0.5, rel=1e-15)
 
 
