@@ -31,8 +31,9 @@ machine (CPU, cores, torch threads, load average) and one Markdown table per sec
    :func:`expsolver.reference_solve` reaches ``1e-9`` in at most 600 RHS evaluations.
 4. **End to end.** Wall time of the figure run from scratch (``python -m paper_figs``, into a fresh temporary
    folder, so no cached study is reused): its ``--quick`` run by default (``--figs full`` for the full run, which
-   alone takes several minutes on 2 cores; ``--figs skip``), with ``--with-tests`` of the whole test suite
-   (``python -m pytest -q -n auto``), and with ``--scaling`` of the parallel runs on one and on several workers
+   alone takes several minutes on 2 cores; ``--figs skip``), with ``--with-tests`` of the test suite
+   (``python -m pytest -q -n auto``, the README's command, and its long confirmation tests, ``-m slow``), and
+   with ``--scaling`` of the parallel runs on one and on several workers
    (:func:`scaling_rows`).
 
 The whole default run takes about three minutes on an otherwise idle 2-core machine.
@@ -752,11 +753,12 @@ def end_to_end_section(cfg: BenchmarkConfig, progress=print, timeout: float = 18
         rows += scaling_rows(progress, timeout)
     if cfg.with_tests:
         progress("  running the test suite (the README's command) ...")
-        rows.append(_run_command("test suite (all tests, -n auto)",
-                                 [sys.executable, "-m", "pytest", "-q", "-n", "auto", "-p", "no:cacheprovider"],
-                                 timeout))
+        pytest = [sys.executable, "-m", "pytest", "-q", "-n", "auto", "-p", "no:cacheprovider"]
+        rows.append(_run_command("test suite (the default run, -n auto)", pytest, timeout))
+        progress("  running the long confirmation tests (-m slow) ...")
+        rows.append(_run_command("long confirmation tests (-m slow, -n auto)", pytest + ["-m", "slow"], timeout))
     else:
-        rows.append(EndToEndRow("test suite (all tests, -n auto)", "python -m pytest -q -n auto", None, None,
+        rows.append(EndToEndRow("test suite (the default run, -n auto)", "python -m pytest -q -n auto", None, None,
                                 "not timed (pass --with-tests)"))
     return rows
 
@@ -956,8 +958,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figs", choices=("quick", "full", "skip"), default="quick",
                         help="time 'python -m paper_figs --quick' or the full 'python -m paper_figs' (several "
                              "minutes) from scratch, or skip it")
-    parser.add_argument("--with-tests", action="store_true", help="also time the whole test suite, 'pytest -q -n auto' "
-                                                                  "(minutes)")
+    parser.add_argument("--with-tests", action="store_true",
+                        help="also time the test suite, 'pytest -q -n auto', and its '-m slow' tests (minutes)")
     parser.add_argument("--scaling", action="store_true",
                         help="also time the full figure run with --jobs 1 and the default, and the reduced race with "
                              "--jobs 1 and 2 (tens of minutes)")

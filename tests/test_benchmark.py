@@ -125,7 +125,7 @@ def test_reference_rows_and_default_check(quick_run):
 def test_end_to_end_rows(quick_run):
     result, _, _ = quick_run
     names = [r.name for r in result.end_to_end]
-    assert names == ["figures", "test suite (all tests, -n auto)"]
+    assert names == ["figures", "test suite (the default run, -n auto)"]
     assert all(r.seconds is None and r.note for r in result.end_to_end)  # skipped / not requested
 
 
