@@ -716,7 +716,12 @@ def _reference_row(name, model, schedule, x, t_start, t_end, backend, method, va
 
 # -- 4. end to end ------------------------------------------------------------------------------------------------
 def _run_command(name: str, args: list, timeout: float, note: str = "") -> EndToEndRow:
-    command = " ".join(["python"] + args[1:]) if args[0] == sys.executable else " ".join(args)
+    """Run ``args`` and time it. The recorded command names the interpreter ``python`` and a temporary output
+    folder ``FRESH_FOLDER`` (their paths on this machine say nothing to a reader)."""
+    shown = ["python" if a == sys.executable else a for a in args]
+    shown = ["FRESH_FOLDER" if shown[i - 1:i] == ["--out"] and a.startswith(tempfile.gettempdir()) else a
+             for i, a in enumerate(shown)]
+    command = " ".join(shown)
     start = time.perf_counter()
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)

@@ -523,10 +523,14 @@ def block_reference(results) -> str:
 
 
 def block_end_to_end(results) -> str:
-    rows = [[r["name"], f"`{r['command']}`", "-" if r["seconds"] is None else f"{r['seconds']:.0f}"]
-            for r in results["benchmark"]["end_to_end"]]
-    return "\n".join([table(["run", "command", "seconds"], rows, ["---", "---", "---:"]), "",
-                      source(results, "benchmark")])
+    """Wall times of whole runs; the speed-up of a parallel run over its ``--jobs 1`` run where measured."""
+    rows = []
+    for r in results["benchmark"]["end_to_end"]:
+        speedup = re.search(r"speed-up over --jobs 1: ([\d.]+x)", r.get("note") or "")
+        rows.append([r["name"], f"`{r['command']}`", "-" if r["seconds"] is None else f"{r['seconds']:.0f}",
+                     speedup.group(1) if speedup else ""])
+    return "\n".join([table(["run", "command", "seconds", "speed-up over --jobs 1"], rows,
+                            ["---", "---", "---:", "---:"]), "", source(results, "benchmark")])
 
 
 # -- the README's headline results --------------------------------------------------------------------------------
