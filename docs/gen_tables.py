@@ -179,7 +179,8 @@ def import_benchmark(path: str) -> dict:
     command += f" --figs {cfg['figs']}" if cfg.get("figs", "quick") != "quick" else ""
     command += " --with-tests" if cfg.get("with_tests") else ""
     command += " --scaling" if cfg.get("scaling") else ""
-    command += f" --baseline {cfg['baseline']}" if cfg.get("baseline") else ""
+    if cfg.get("baseline"):  # a local path: name the commit it held instead
+        command += f" --baseline CHECKOUT_OF_{bench.get('baseline_source', {}).get('commit', 'BASELINE')}"
     out = _plain(bench)
     out["recorded"] = {"date": bench["date"], "machine": bench["machine"], "command": command}
     return out
