@@ -10,7 +10,8 @@ from .grids import SKIP_TYPES, check_grid, time_grid
 from .models import ModelWrapper
 from .phi_functions import phi, phis
 from . import convergence
-from .problems import BernoulliETDProblem, DiffusionODE, SemiLinearODE, SemiLinearProblem, StepCoefficients
+from .problems import (BernoulliETDProblem, DiffusionODE, LamDiffusionODE, SemiLinearODE, SemiLinearProblem,
+                       StepCoefficients)
 from .optimize import OptimizedGrid, optimize_timesteps
 from .reference import ReferenceResult, reference_solve
 from .driver import Solution, integrate
@@ -28,7 +29,7 @@ __all__ = [
     "GaussianMixture",
     "sample", "SampleResult", "integrate", "Solution", "AdaptiveController", "Solver", "MultistepSolver", "Step",
     "reference_solve", "ReferenceResult",
-    "ModelWrapper", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE", "BernoulliETDProblem", "StepCoefficients",
+    "ModelWrapper", "SemiLinearProblem", "SemiLinearODE", "DiffusionODE", "LamDiffusionODE", "BernoulliETDProblem", "StepCoefficients",
     "phi", "phis", "time_grid", "check_grid", "SKIP_TYPES",
     "REGISTRY", "SolverConfig",
     "optimize_timesteps", "OptimizedGrid",
