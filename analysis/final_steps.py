@@ -53,6 +53,7 @@ from expsolver.sampling import PREDICTION_OF
 from expsolver.solvers import Step
 
 from .grid_orders import run_from_exact_values, update_page
+from .markdown import markdown_table
 from .results import atomic_write_json, cached_reference, provenance
 from .targets import T_END, T_START, get_target, standard_schedule
 
@@ -264,89 +265,79 @@ def _e(v: float) -> str:
 
 def _sweep_table(summary: dict) -> str:
     steps = summary["config"]["sweep_steps"]
-    lines = ["| target | prediction | sampler | " + " | ".join(f"N={n}" for n in steps) + " |",
-             "|---|---|---|" + "---|" * len(steps)]
     rows = [r for r in summary["errors"] if r["grid"] == "time_uniform"]
+    table = []
     for target in summary["config"]["targets"]:
         for a in RATES:
             for label in CONFIGS:
                 cells = {r["steps"]: r["error"] for r in rows
                          if (r["target"], r["algorithm_type"], r["config"]) == (target, a, label)}
-                lines.append(f"| {target} | {_PREDICTION_LABEL[a]} | {label} | "
-                             + " | ".join(_e(cells[n]) for n in steps) + " |")
-    return "\n".join(lines) + "\n"
+                table.append([target, _PREDICTION_LABEL[a], label] + [_e(cells[n]) for n in steps])
+    return markdown_table(["target", "prediction", "sampler"] + [f"N={n}" for n in steps], table)
 
 
 def _slopes_table(summary: dict) -> str:
     """Successive slopes ``log2(e_N / e_2N)`` of the two 3M rules on time-uniform grids."""
     steps = summary["config"]["sweep_steps"]
     pairs = list(zip(steps[:-1], steps[1:]))
-    lines = ["| target | prediction | sampler | " + " | ".join(f"{a}->{b}" for a, b in pairs) + " |",
-             "|---|---|---|" + "---|" * len(pairs)]
+    table = []
     for target in summary["config"]["targets"]:
         for a in RATES:
             for label in ("3M", "3M-official"):
                 e = {r["steps"]: r["error"] for r in summary["errors"] if r["grid"] == "time_uniform"
                      and (r["target"], r["algorithm_type"], r["config"]) == (target, a, label)}
-                cells = [f"{math.log(e[p] / e[q]) / math.log(q / p):.2f}" for p, q in pairs]
-                lines.append(f"| {target} | {_PREDICTION_LABEL[a]} | {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                table.append([target, _PREDICTION_LABEL[a], label]
+                             + [f"{math.log(e[p] / e[q]) / math.log(q / p):.2f}" for p, q in pairs])
+    return markdown_table(["target", "prediction", "sampler"] + [f"{a}->{b}" for a, b in pairs], table)
 
 
 def _grids_table(summary: dict) -> str:
     steps = summary["config"]["compare_steps"]
     grids = ("time_uniform", "time_quadratic", "logSNR")
-    lines = ["| target | prediction | sampler | " + " | ".join(f"{g} N={n}" for n in steps for g in grids) + " |",
-             "|---|---|---|" + "---|" * (len(steps) * len(grids))]
+    table = []
     for target in summary["config"]["targets"]:
         for a in RATES:
             for label in ("3M", "3M-official"):
                 e = {(r["grid"], r["steps"]): r["error"] for r in summary["errors"]
                      if (r["target"], r["algorithm_type"], r["config"]) == (target, a, label)}
-                lines.append(f"| {target} | {_PREDICTION_LABEL[a]} | {label} | "
-                             + " | ".join(_e(e[(g, n)]) for n in steps for g in grids) + " |")
-    return "\n".join(lines) + "\n"
+                table.append([target, _PREDICTION_LABEL[a], label] + [_e(e[(g, n)]) for n in steps for g in grids])
+    return markdown_table(["target", "prediction", "sampler"] + [f"{g} N={n}" for n in steps for g in grids], table)
 
 
 def _lam_steps_table(summary: dict) -> str:
-    lines = ["| N | last lambda steps h | ratios h_i / h_(i-1) | largest h before them |", "|---|---|---|---|"]
-    for r in summary["final_lam_steps"]:
-        lines.append(f"| {r['steps']} | " + ", ".join(f"{v:.3f}" for v in r["final_h"]) + " | "
-                     + ", ".join(f"{v:.2f}" for v in r["final_ratios"]) + f" | {r['max_h_before']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["N", "last lambda steps h", "ratios h_i / h_(i-1)", "largest h before them"],
+        [[r["steps"], ", ".join(f"{v:.3f}" for v in r["final_h"]), ", ".join(f"{v:.2f}" for v in r["final_ratios"]),
+          f"{r['max_h_before']:.3f}"] for r in summary["final_lam_steps"]])
 
 
 def _contributions_table(summary: dict) -> str:
     contributions = summary["contributions"]
-    keys = [(c["target"], c["algorithm_type"], c["rule"]) for c in contributions]
-    header = " | ".join(f"{t} {_PREDICTION_LABEL[a]} {r}" for t, a, r in keys)
-    lines = [f"| steps | {header} |", "|---|" + "---|" * len(keys),
-             "| total error | " + " | ".join(_e(c["total"]) for c in contributions) + " |"]
+    header = ["steps"] + [f"{c['target']} {_PREDICTION_LABEL[c['algorithm_type']]} {c['rule']}" for c in contributions]
+    table = [["total error"] + [_e(c["total"]) for c in contributions]]
     for g, first in enumerate(contributions[0]["groups"]):
         span = str(first["first"]) if first["first"] == first["last"] else f"{first['first']}-{first['last']}"
-        lines.append(f"| {span} | " + " | ".join(f"{_e(c['groups'][g]['norm'])} ({c['groups'][g]['share']:+.2f})"
-                                              for c in contributions) + " |")
-    return "\n".join(lines) + "\n"
+        table.append([span] + [f"{_e(c['groups'][g]['norm'])} ({c['groups'][g]['share']:+.2f})"
+                               for c in contributions])
+    return markdown_table(header, table)
 
 
 def _defects_table(summary: dict) -> str:
-    lines = ["| prediction (c, z) | N | step | h | ratio | corrected, grid nodes | official, grid nodes | "
-             "corrected, equal nodes | official, equal nodes |", "|---|---|---|---|---|---|---|---|---|"]
-    for d in summary["defects"]:
-        for r in d["rows"]:
-            lines.append(f"| {_PREDICTION_LABEL[d['algorithm_type']]} ({d['rate']:g}, {d['z']:g}) | {d['steps']} | "
-                         f"{r['step']} | {r['h']:.3f} | {r['ratio']:.2f} | {r['corrected_grid']:+.2e} | "
-                         f"{r['official_grid']:+.2e} | {r['corrected_uniform']:+.2e} | {r['official_uniform']:+.2e} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["prediction (c, z)", "N", "step", "h", "ratio", "corrected, grid nodes", "official, grid nodes",
+         "corrected, equal nodes", "official, equal nodes"],
+        [[f"{_PREDICTION_LABEL[d['algorithm_type']]} ({d['rate']:g}, {d['z']:g})", d["steps"], r["step"],
+          f"{r['h']:.3f}", f"{r['ratio']:.2f}", f"{r['corrected_grid']:+.2e}", f"{r['official_grid']:+.2e}",
+          f"{r['corrected_uniform']:+.2e}", f"{r['official_uniform']:+.2e}"]
+         for d in summary["defects"] for r in d["rows"]])
 
 
 def _roots_table(summary: dict) -> str:
-    lines = ["| N | corrected: largest over the path | corrected: last step | official: largest over the path | "
-             "official: last step |", "|---|---|---|---|---|"]
-    for r in summary["roots"]:
-        lines.append(f"| {r['steps']} | {r['corrected']['max']:.3f} | {r['corrected']['last']:.3f} | "
-                     f"{r['official']['max']:.3f} | {r['official']['last']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["N", "corrected: largest over the path", "corrected: last step", "official: largest over the path",
+         "official: last step"],
+        [[r["steps"], f"{r['corrected']['max']:.3f}", f"{r['corrected']['last']:.3f}", f"{r['official']['max']:.3f}",
+          f"{r['official']['last']:.3f}"] for r in summary["roots"]])
 
 
 def _findings(summary: dict) -> str:

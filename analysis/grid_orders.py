@@ -54,6 +54,7 @@ from expsolver import REGISTRY, SKIP_TYPES, check_grid, integrate, time_grid
 from expsolver.sampling import sampling_grid
 from expsolver.solvers import solver_from_options
 
+from .markdown import markdown_table
 from .order import fit_order
 from .results import atomic_write_bytes, provenance, result_type
 from .targets import T_END, T_START
@@ -437,20 +438,20 @@ def render_table(summary: dict) -> str:
     entries = {(e["solver"], e["algorithm_type"], e["grid"]): e for e in summary["measurements"]}
     solvers = list(dict.fromkeys(e["solver"] for e in summary["measurements"]))
     predictions = list(dict.fromkeys(e["algorithm_type"] for e in summary["measurements"]))
-    lines = ["| solver | prediction | declared | " + " | ".join(grids) + " |",
-             "|---|---|---|" + "---|" * len(grids)]
+    table = []
     notes = {}  # reason -> entries expected to differ from the declared order for it
     for solver in solvers:
         for a in predictions:
             row = [entries[(solver, a, g)] for g in grids if (solver, a, g) in entries]
             if not row:
                 continue
-            cells = [_cell(entries[(solver, a, g)]) if (solver, a, g) in entries else "" for g in grids]
-            lines.append(f"| {solver} | {_PREDICTION_LABEL[a]} | {row[0]['declared']} | " + " | ".join(cells) + " |")
+            table.append([solver, _PREDICTION_LABEL[a], row[0]["declared"]]
+                         + [_cell(entries[(solver, a, g)]) if (solver, a, g) in entries else "" for g in grids])
             for e in row:
                 if e["reason"]:
                     notes.setdefault(e["reason"], []).append(
                         f"{solver} ({_PREDICTION_LABEL[a]}, {e['grid']}): {e['expected']:g}")
+    lines = [markdown_table(["solver", "prediction", "declared"] + list(grids), table).rstrip("\n")]
     for reason, which in notes.items():
         lines += ["", f"Expected {'; '.join(which)}. Reason: {reason}."]
     return "\n".join(lines) + "\n"
@@ -459,21 +460,19 @@ def render_table(summary: dict) -> str:
 def render_head_table(summary: dict) -> str:
     """The Markdown table of :func:`head_check`'s rows in a study summary: the median error of the whole path
     and of the measured path."""
-    lines = ["| solver | prediction | grid | N | whole path from t = 1 | measured path |", "|---|---|---|---|---|---|"]
-    for r in summary["head"]:
-        lines.append(f"| {r['solver']} | {_PREDICTION_LABEL[r['algorithm_type']]} | {r['grid']} | {r['steps']} | "
-                     f"{r['full_path']:.2e} | {r['measured_path']:.2e} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["solver", "prediction", "grid", "N", "whole path from t = 1", "measured path"],
+        [[r["solver"], _PREDICTION_LABEL[r["algorithm_type"]], r["grid"], r["steps"], f"{r['full_path']:.2e}",
+          f"{r['measured_path']:.2e}"] for r in summary["head"]])
 
 
 def render_shapes_table(summary: dict) -> str:
     """The Markdown table of :func:`grid_shapes`' rows in a study summary."""
-    lines = ["| grid | N | largest lambda step | smallest | largest / smallest | largest ratio of consecutive steps "
-             "| smallest ratio |", "|---|---|---|---|---|---|---|"]
-    for r in summary["shapes"]:
-        lines.append(f"| {r['grid']} | {r['steps']} | {r['max_h']:.3g} | {r['min_h']:.3g} | "
-                     f"{r['max_h'] / r['min_h']:.3g} | {r['max_ratio']:.3g} | {r['min_ratio']:.3g} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["grid", "N", "largest lambda step", "smallest", "largest / smallest", "largest ratio of consecutive steps",
+         "smallest ratio"],
+        [[r["grid"], r["steps"], f"{r['max_h']:.3g}", f"{r['min_h']:.3g}", f"{r['max_h'] / r['min_h']:.3g}",
+          f"{r['max_ratio']:.3g}", f"{r['min_ratio']:.3g}"] for r in summary["shapes"]])
 
 
 def render_sections(summary: dict) -> dict:
